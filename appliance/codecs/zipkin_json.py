@@ -1,0 +1,31 @@
+"""Zipkin v2 JSON (``application/json`` on ``POST /api/v2/spans``) in and out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+from tracebox.appliance.model import DecodeError, Span, normalize_span
+
+
+def decode_v2(body: bytes) -> list[Span]:
+    """Parse a JSON list of v2 spans; an empty list is valid (Zipkin answers 202 to ``[]``)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"Malformed reading List<Span> from json: {exc}") from None
+    if not isinstance(data, list):
+        raise DecodeError("Expected a JSON_V2 encoded list")
+    return [normalize_span(item) for item in data]
+
+
+def encode_spans(spans: Iterable[Span]) -> bytes:
+    """The JSON list the query API answers with; OTLP extras are not part of Zipkin's shape."""
+    return orjson.dumps([_zipkin_view(span) for span in spans])
+
+
+def _zipkin_view(span: Span) -> Span:
+    if "otel" not in span:
+        return span
+    return {k: v for k, v in span.items() if k != "otel"}
