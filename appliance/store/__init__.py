@@ -1,0 +1,142 @@
+"""The SQLite store: one file, WAL, one writer thread, a pool of read connections.
+
+The interface is deliberately narrow, after Zipkin's storage roles: ``write_spans`` (consumer),
+``read`` with the functions of ``queries`` (span store, names, autocomplete, dependencies), and
+``write`` for the other parts of tracebox that persist state (alerts, outbox, retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+
+from tracebox.appliance.model import Span
+from tracebox.appliance.store.consumer import SpanConsumer
+from tracebox.appliance.store.rows import Batch, build_batch
+from tracebox.appliance.store.schema import migrate
+from tracebox.appliance.store.writer import Writer
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def connect(path: str | os.PathLike, *, synchronous: str = "NORMAL", readonly: bool = False) -> apsw.Connection:
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    conn = apsw.Connection(str(path), flags=flags)
+    conn.setbusytimeout(BUSY_TIMEOUT_MS)
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB per connection
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+class Store:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fsync: bool = False,
+        max_pending_spans: int = 200_000,
+        readers: int = 2,
+        autocomplete_keys: Iterable[str] = (),
+        llm_fields: Callable[[Span], tuple | None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # NORMAL in WAL mode survives a killed process (the WAL is in the OS); FULL survives power loss.
+        self._synchronous = "FULL" if fsync else "NORMAL"
+        self._write_conn = connect(self.path, synchronous=self._synchronous)
+        self.schema_version = migrate(self._write_conn)
+        self.consumer = SpanConsumer(self._write_conn)
+        self.writer = Writer(self._write_conn, max_pending_spans=max_pending_spans)
+        self.writer.on_failure.append(self.consumer.forget_names)
+        self.autocomplete_keys = frozenset(autocomplete_keys)
+        self._llm_fields = llm_fields
+        self._local = threading.local()
+        self._read_conns: list[apsw.Connection] = []
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="tracebox-reader")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def prepare(self, spans: list[Span]) -> Batch:
+        return build_batch(spans, self.autocomplete_keys, self._llm_fields)
+
+    async def write_spans(self, spans: list[Span]) -> int:
+        """Store spans; returns once they are committed. Raises Overloaded / StoreUnavailable."""
+        batch = self.prepare(spans)
+        if not batch:
+            return self.consumer.last_id
+        return await self.write(lambda conn: self.consumer(conn, batch), weight=len(batch))
+
+    async def write(self, job: Callable[[apsw.Connection], T], weight: int = 0) -> T:
+        """Run ``job`` in the writer thread inside the next group commit; wait for the commit."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+        self.writer.submit(job, done, weight)
+        return await future
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on a pooled read connection, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, synchronous=self._synchronous)
+            self._read_conns.append(conn)
+        return fn(conn, *args)
+
+    def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """``read`` for code outside the event loop (CLI commands, tests)."""
+        return self._readers.submit(self._call, fn, args).result()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def usable(self) -> str | None:
+        """None when healthy, else why the store cannot take writes."""
+        return self.writer.unavailable
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.path.getsize(f"{self.path}{suffix}")
+            except OSError:
+                pass
+        return total
+
+    def close(self) -> None:
+        """Drain the writer (everything queued is committed), then close all connections."""
+        self.writer.close()
+        self._readers.shutdown(wait=True)
+        for conn in self._read_conns:
+            conn.close()
+        self._write_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._write_conn.close()
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,123 @@
+"""Assembling and running the server: one process, one event loop, the writer thread beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from tracebox.appliance import api, collector, ops
+from tracebox.appliance.appkeys import METRICS, SAMPLER, SETTINGS, STORE
+from tracebox.appliance.config import Settings
+from tracebox.appliance.metrics import Metrics
+from tracebox.appliance.sampling import CollectorSampler
+from tracebox.appliance.store import Store
+
+log = logging.getLogger("tracebox")
+
+CORS_HEADERS = "Content-Type, Content-Encoding, Authorization, b3, traceparent, tracestate"
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(
+        settings.db,
+        fsync=settings.fsync,
+        max_pending_spans=settings.max_pending_spans,
+        autocomplete_keys=settings.autocomplete_key_list,
+    )
+
+
+def create_app(settings: Settings, store: Store) -> web.Application:
+    app = web.Application(middlewares=[cors_middleware, errors_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[SAMPLER] = CollectorSampler(settings.sample_rate)
+    metrics = app[METRICS] = Metrics()
+    metrics.gauge("tracebox_writer_queue_spans", "Spans waiting for the writer.", lambda: store.writer.pending_spans)
+    metrics.gauge(
+        "tracebox_writer_last_commit_seconds", "Duration of the last commit.", lambda: store.writer.stats.last_commit_seconds
+    )
+    metrics.gauge("tracebox_writer_commits_total", "Commits since start.", lambda: store.writer.stats.commits)
+    metrics.gauge("tracebox_db_bytes", "Database size on disk, WAL included.", store.size_bytes)
+    app.router.add_post("/api/v2/spans", collector.post_spans_v2)
+    app.router.add_post("/api/v1/spans", collector.post_spans_v1)
+    api.add_routes(app, "/api/v2")
+    api.add_routes(app, "/zipkin/api/v2")
+    ops.add_routes(app)
+    return app
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    origins = request.app[SETTINGS].cors_origin_list
+    origin = request.headers.get("Origin")
+    allowed = origin and ("*" in origins or origin in origins)
+    if request.method == "OPTIONS" and allowed and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204)
+    else:
+        response = await handler(request)
+    if allowed:
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+        if "*" not in origins:
+            response.headers["Vary"] = "Origin"
+    return response
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """Turn aiohttp's own refusals into plain messages; log (and answer 500 to) only real bugs."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return web.Response(status=500, text="internal error; see the tracebox log")
+
+
+def bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here; it is the only way to learn port 0's pick
+    return server.sockets[0].getsockname()[1] if server and server.sockets else 0
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``), then drain in-flight requests and the write queue."""
+    stop = stop or asyncio.Event()
+    store = open_store(settings)
+    app = create_app(settings, store)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0, handle_signals=False)
+    await runner.setup()
+    try:
+        main_site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        await main_site.start()
+        ports = {"http": bound_port(main_site)}
+        if settings.otlp_http_port:
+            otlp_site = web.TCPSite(runner, settings.host, settings.otlp_http_port, backlog=1024)
+            await otlp_site.start()
+            ports["otlp-http"] = bound_port(otlp_site)
+    except OSError as exc:
+        await runner.cleanup()
+        store.close()
+        raise SystemExit(f"tracebox: cannot listen on {settings.host}: {exc.strerror or exc}. Is another server running?")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    listening = " ".join(f"{name}={settings.host}:{port}" for name, port in ports.items())
+    print(f"tracebox ready: {listening} db={store.path}", flush=True)
+    print(f"  UI and Zipkin API: http://{settings.host}:{ports['http']}/", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        print("tracebox: stopping, draining requests and the write queue...", file=sys.stderr, flush=True)
+        await runner.cleanup()
+        store.close()
+        print("tracebox: stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,81 @@
+"""Zipkin's SpanConsumer role: inserting prepared batches, run inside the writer thread."""
+
+from __future__ import annotations
+
+import apsw
+
+from tracebox.appliance.store.rows import Batch
+
+INSERT_SPAN = (
+    "INSERT INTO spans (id, trace_low, trace_id, span_id, parent_id, kind, name, service, remote_service,"
+    " ts, duration, flags, json, otel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_TAG = "INSERT INTO span_tags (key, value, ts, service, trace_low) VALUES (?,?,?,?,?)"
+INSERT_LLM = (
+    "INSERT INTO llm_calls (span_id, trace_id, ts, duration, service, name, provider, request_model,"
+    " response_model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,"
+    " finish_reasons, ttft_us, conversation_id, cost_usd, cost_source, price_version, user_id, tenant_id)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_NAME_TABLES = {
+    "services": ("INSERT INTO service_names VALUES (?, ?) ON CONFLICT DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)"),
+    "span_names": (
+        "INSERT INTO span_names VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)"
+    ),
+    "remote_services": (
+        "INSERT INTO remote_service_names VALUES (?, ?, ?)"
+        " ON CONFLICT DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)"
+    ),
+    "autocomplete": (
+        "INSERT INTO autocomplete_tags VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)"
+    ),
+}
+#: A name already known is written again only when its last-seen time moves by this much (µs),
+#: so the name tables stay current for retention without a write per span.
+NAME_REFRESH_US = 3_600_000_000
+
+
+class SpanConsumer:
+    """Inserts batches; owns the span id counter and the caches of known names (writer thread only)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        row = conn.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'spans'), 0),"
+            " coalesce((SELECT max(id) FROM spans), 0))"
+        ).fetchall()
+        self.last_id: int = row[0][0]
+        self._seen: dict[str, dict[tuple, int]] = {table: {} for table in _NAME_TABLES}
+
+    def __call__(self, conn: apsw.Connection, batch: Batch) -> int:
+        """Insert one batch; return the id of its last span (the engine's cursor moves past it)."""
+        first = self.last_id + 1
+        rows = [(first + i, *row) for i, row in enumerate(batch.spans)]
+        conn.executemany(INSERT_SPAN, rows)
+        self.last_id = first + len(rows) - 1
+        if batch.tags:
+            conn.executemany(INSERT_TAG, batch.tags)
+        llm_rows = [(first + i, *llm) for i, llm in enumerate(batch.llm) if llm is not None]
+        if llm_rows:
+            conn.executemany(INSERT_LLM, llm_rows)
+        ts = batch.max_ts or None
+        self._names(conn, "services", ((s,) for s in batch.services), ts)
+        self._names(conn, "span_names", batch.span_names, ts)
+        self._names(conn, "remote_services", batch.remote_services, ts)
+        self._names(conn, "autocomplete", batch.autocomplete, ts)
+        return self.last_id
+
+    def _names(self, conn: apsw.Connection, table: str, keys, ts: int | None) -> None:
+        seen = self._seen[table]
+        fresh = []
+        for key in keys:
+            last = seen.get(key)
+            if last is None or (ts and ts > last + NAME_REFRESH_US):
+                seen[key] = ts or 0
+                fresh.append((*key, ts))
+        if fresh:
+            conn.executemany(_NAME_TABLES[table], fresh)
+
+    def forget_names(self) -> None:
+        """Drop the caches after retention pruned name tables, so names seen again are re-inserted."""
+        for seen in self._seen.values():
+            seen.clear()

@@ -1,0 +1,175 @@
+"""Zipkin's SpanStore, ServiceAndSpanNames and AutocompleteTags roles: reads, on any read connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apsw
+import orjson
+
+from tracebox.appliance.model import Span, normalize_trace_id
+from tracebox.appliance.query import QueryRequest
+from tracebox.appliance.store.rows import FLAG_ERROR, FLAG_SHARED, MAX_INDEXED_VALUE, trace_low
+from tracebox.appliance.trace import merge_trace
+
+#: A search stops looking after this many candidate traces, so a pathological query stays bounded.
+MAX_CANDIDATES = 20_000
+
+
+def get_trace(conn: apsw.Connection, trace_id: str, strict: bool) -> list[Span]:
+    """All spans of a trace (merged), or an empty list. ``trace_id`` must be valid hex."""
+    trace_id = normalize_trace_id(trace_id)
+    spans = _trace_rows(conn, trace_low(trace_id))
+    if strict:
+        spans = [s for s in spans if s["traceId"] == trace_id]
+    return merge_trace(spans) if spans else []
+
+
+def get_traces(conn: apsw.Connection, request: QueryRequest, strict: bool) -> list[list[Span]]:
+    """The newest traces matching the request, newest first, at most ``request.limit``."""
+    results: list[list[Span]] = []
+    seen: set[int] = set()
+    for low in _candidates(conn, request):
+        if low in seen:
+            continue
+        seen.add(low)
+        if len(seen) > MAX_CANDIDATES:
+            break
+        for trace in _group(_trace_rows(conn, low), strict):
+            trace = merge_trace(trace)
+            if request.matches(trace):
+                results.append(trace)
+        if len(results) >= request.limit:
+            break
+    return results[: request.limit]
+
+
+def get_many(conn: apsw.Connection, trace_ids: list[str], strict: bool) -> list[list[Span]]:
+    traces = []
+    for trace_id in trace_ids:
+        trace = get_trace(conn, trace_id, strict)
+        if trace:
+            traces.append(trace)
+    return traces
+
+
+def _trace_rows(conn: apsw.Connection, low: int) -> list[Span]:
+    return [orjson.loads(row[0]) for row in conn.execute("SELECT json FROM spans WHERE trace_low = ? ORDER BY id", (low,))]
+
+
+def _group(spans: list[Span], strict: bool) -> list[list[Span]]:
+    """One trace per full id when strict; all spans sharing the low 64 bits otherwise."""
+    if not strict:
+        return [spans]
+    by_id: dict[str, list[Span]] = {}
+    for span in spans:
+        by_id.setdefault(span["traceId"], []).append(span)
+    return list(by_id.values())
+
+
+def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
+    """Trace keys, newest first, from the most selective index that every match must appear in.
+
+    Each driver below is a necessary condition of the request (``serviceName`` scopes every other
+    condition, so the driving row may carry it); the exact test runs on the whole trace afterwards.
+    """
+    lo, hi = q.window_us
+    service = q.service_name
+    scope = " AND service = ?" if service else ""
+    scope_args: tuple = (service,) if service else ()
+    tag_terms = [(k, v) for k, v in q.annotation_query.items() if v and len(v) <= MAX_INDEXED_VALUE]
+    duration_sql, duration_args = _duration(q)
+    if tag_terms:
+        key, value = tag_terms[0]
+        sql = f"SELECT trace_low FROM span_tags WHERE key = ? AND value = ? AND ts BETWEEN ? AND ?{scope} ORDER BY ts DESC"
+        args: tuple = (key, value, lo, hi, *scope_args)
+    elif q.span_name and service:
+        sql = (
+            "SELECT trace_low FROM spans WHERE service = ? AND name = ? AND ts BETWEEN ? AND ?"
+            f"{duration_sql} ORDER BY ts DESC"
+        )
+        args = (service, q.span_name, lo, hi, *duration_args)
+    elif q.remote_service_name:
+        sql = (
+            f"SELECT trace_low FROM spans WHERE remote_service = ? AND ts BETWEEN ? AND ?{scope}{duration_sql}"
+            " ORDER BY ts DESC"
+        )
+        args = (q.remote_service_name, lo, hi, *scope_args, *duration_args)
+    elif q.annotation_query and not service:
+        key = next(iter(q.annotation_query))
+        sql = "SELECT trace_low FROM span_tags WHERE key = ? AND ts BETWEEN ? AND ? ORDER BY ts DESC"
+        args = (key, lo, hi)
+    elif service:
+        sql = f"SELECT trace_low FROM spans WHERE service = ? AND ts BETWEEN ? AND ?{duration_sql} ORDER BY ts DESC"
+        args = (service, lo, hi, *duration_args)
+    else:
+        name_sql = " AND name = ?" if q.span_name else ""
+        name_args = (q.span_name,) if q.span_name else ()
+        sql = f"SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ?{name_sql}{duration_sql} ORDER BY ts DESC"
+        args = (lo, hi, *name_args, *duration_args)
+    for (low,) in conn.execute(sql, args):
+        yield low
+
+
+def _duration(q: QueryRequest) -> tuple[str, tuple]:
+    """Duration bounds for a driver on spans: valid only when the driving span carries the scope."""
+    if q.min_duration is None or (q.service_name is None and (q.span_name or q.remote_service_name)):
+        return "", ()
+    if q.max_duration is None:
+        return " AND duration >= ?", (q.min_duration,)
+    return " AND duration BETWEEN ? AND ?", (q.min_duration, q.max_duration)
+
+
+def service_names(conn: apsw.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT service FROM service_names ORDER BY service")]
+
+
+def span_names(conn: apsw.Connection, service: str) -> list[str]:
+    sql = "SELECT name FROM span_names WHERE service = ? ORDER BY name"
+    return [r[0] for r in conn.execute(sql, (service.lower(),))]
+
+
+def remote_service_names(conn: apsw.Connection, service: str) -> list[str]:
+    sql = "SELECT remote_service FROM remote_service_names WHERE service = ? ORDER BY remote_service"
+    return [r[0] for r in conn.execute(sql, (service.lower(),))]
+
+
+def autocomplete_values(conn: apsw.Connection, key: str) -> list[str]:
+    sql = "SELECT value FROM autocomplete_tags WHERE key = ? ORDER BY value"
+    return [r[0] for r in conn.execute(sql, (key,))]
+
+
+def dependency_spans(conn: apsw.Connection, lo_us: int, hi_us: int) -> Iterator[list[Span]]:
+    """The spans of each trace with a span in the window, reduced to what the linker reads."""
+    sql = (
+        "SELECT trace_low, span_id, parent_id, kind, service, remote_service, flags FROM spans"
+        " WHERE ts BETWEEN ? AND ? ORDER BY trace_low"
+    )
+    current: int | None = None
+    trace: list[Span] = []
+    for low, span_id, parent_id, kind, service, remote, flags in conn.execute(sql, (lo_us, hi_us)):
+        if low != current:
+            if trace:
+                yield trace
+            current, trace = low, []
+        span: Span = {"traceId": "", "id": span_id}
+        if parent_id:
+            span["parentId"] = parent_id
+        if kind:
+            span["kind"] = kind
+        if service:
+            span["localEndpoint"] = {"serviceName": service}
+        if remote:
+            span["remoteEndpoint"] = {"serviceName": remote}
+        if flags & FLAG_ERROR:
+            span["tags"] = {"error": ""}
+        if flags & FLAG_SHARED:
+            span["shared"] = True
+        trace.append(span)
+    if trace:
+        yield trace
+
+
+def ping(conn: apsw.Connection) -> int:
+    """A cheap read proving the database answers."""
+    return conn.execute("SELECT count(*) FROM sqlite_master").fetchall()[0][0]

@@ -1,0 +1,115 @@
+"""Turning normalised spans into the rows the writer inserts (done outside the writer thread)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from tracebox.appliance.model import Span
+
+FLAG_ERROR = 1
+FLAG_SHARED = 2
+FLAG_DEBUG = 4
+
+#: Tag values longer than this (prompts, payloads) are indexed by key only; a search for such a
+#: value is driven by another condition and checked on the whole trace.
+MAX_INDEXED_VALUE = 256
+
+_SIGN = 1 << 63
+
+
+def trace_low(trace_id: str) -> int:
+    """The low 64 bits of a trace id as a signed integer, the key that groups 64/128-bit ids."""
+    low = int(trace_id[-16:], 16)
+    return low - (1 << 64) if low >= _SIGN else low
+
+
+@dataclass(slots=True)
+class Batch:
+    """One request's spans, ready for the writer: span rows plus the index rows they imply."""
+
+    spans: list[tuple] = field(default_factory=list)
+    tags: list[tuple] = field(default_factory=list)
+    llm: list[tuple | None] = field(default_factory=list)  # aligned with spans
+    services: set[str] = field(default_factory=set)
+    span_names: set[tuple[str, str]] = field(default_factory=set)
+    remote_services: set[tuple[str, str]] = field(default_factory=set)
+    autocomplete: set[tuple[str, str]] = field(default_factory=set)
+    max_ts: int = 0
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+
+def build_batch(
+    spans: Iterable[Span],
+    autocomplete_keys: frozenset[str] = frozenset(),
+    llm_fields: Callable[[Span], tuple | None] | None = None,
+) -> Batch:
+    """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None."""
+    batch = Batch()
+    seen_tags: set[tuple] = set()
+    for span in spans:
+        if llm_fields is not None:
+            batch.llm.append(llm_fields(span))
+        otel = span.pop("otel", None)
+        trace_id = span["traceId"]
+        low = trace_low(trace_id)
+        local = span.get("localEndpoint")
+        service = local.get("serviceName") if local else None
+        remote = span.get("remoteEndpoint")
+        remote_service = remote.get("serviceName") if remote else None
+        name = span.get("name")
+        ts = span.get("timestamp")
+        tags = span.get("tags")
+        flags = (
+            (FLAG_ERROR if tags and "error" in tags else 0)
+            | (FLAG_SHARED if span.get("shared") else 0)
+            | (FLAG_DEBUG if span.get("debug") else 0)
+        )
+        batch.spans.append(
+            (
+                low,
+                trace_id,
+                span["id"],
+                span.get("parentId"),
+                span.get("kind"),
+                name,
+                service,
+                remote_service,
+                ts,
+                span.get("duration"),
+                flags,
+                orjson.dumps(span),
+                orjson.dumps(otel) if otel else None,
+            )
+        )
+        if ts:
+            batch.max_ts = max(batch.max_ts, ts)
+        if service:
+            batch.services.add(service)
+            if name:
+                batch.span_names.add((service, name))
+            if remote_service:
+                batch.remote_services.add((service, remote_service))
+        if not ts:
+            continue
+        if tags:
+            for key, value in tags.items():
+                if len(value) > MAX_INDEXED_VALUE:
+                    value = ""  # too long to index: only the key's presence is
+                marker = (low, service, key, value)
+                if marker not in seen_tags:
+                    seen_tags.add(marker)
+                    batch.tags.append((key, value, ts, service, low))
+                if key in autocomplete_keys:
+                    batch.autocomplete.add((key, value))
+        for annotation in span.get("annotations", ()):
+            text = annotation["value"]
+            marker = (low, service, text, "")
+            if len(text) <= MAX_INDEXED_VALUE and marker not in seen_tags:
+                seen_tags.add(marker)
+                batch.tags.append((text, "", ts, service, low))
+    return batch
