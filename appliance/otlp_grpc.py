@@ -1,0 +1,89 @@
+"""OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` on grpc.aio.
+
+The method is registered with raw-bytes (de)serialisers so the request goes through the same
+``decode_otlp_protobuf`` as OTLP/HTTP, and a body that is not an ``ExportTraceServiceRequest``
+answers INVALID_ARGUMENT with the decoder's message rather than grpc's generic INTERNAL. gzip
+(``grpc-encoding: gzip``) is handled by grpc itself; the message size limit applies to the
+decompressed message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from tracebox.appliance.codecs.otlp import (
+    decode_otlp_protobuf,
+    encode_retry_info,
+    encode_rpc_status,
+    export_response,
+)
+from tracebox.appliance.errors import Overloaded, StoreUnavailable
+from tracebox.appliance.model import DecodeError, Span
+
+Accept = Callable[[list[Span], str], Awaitable[None]]
+
+SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+TRANSPORT = "otlp-grpc"
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+_PROTOBUF = "application/x-protobuf"
+
+
+class TraceService:
+    """The Export method; ``accept`` stores the decoded spans or raises ``Overloaded``/``StoreUnavailable``."""
+
+    def __init__(self, accept: Accept) -> None:
+        self._accept = accept
+
+    async def export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            batch = decode_otlp_protobuf(body)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if batch.spans:
+            try:
+                await self._accept(batch.spans, TRANSPORT)
+            except (Overloaded, StoreUnavailable) as exc:
+                await _abort_unavailable(context, str(exc), exc.retry_after)
+        return export_response(_PROTOBUF, batch.rejected, batch.error_message)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self.export)}
+        )
+
+
+async def _abort_unavailable(context: grpc.aio.ServicerContext, message: str, retry_after: float) -> None:
+    """UNAVAILABLE with a RetryInfo, both where gRPC's rich error model puts it
+    (``grpc-status-details-bin``) and where the OpenTelemetry Python exporter reads it."""
+    retry_info = encode_retry_info(retry_after)
+    code = grpc.StatusCode.UNAVAILABLE
+    status = encode_rpc_status(code.value[0], message, ((_RETRY_INFO_TYPE, retry_info),))
+    await context.abort(
+        code,
+        message,
+        trailing_metadata=(("grpc-status-details-bin", status), ("google.rpc.retryinfo-bin", retry_info)),
+    )
+
+
+async def start_grpc_server(
+    host: str, port: int, accept: Accept, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> grpc.aio.Server:
+    """Bind and start the OTLP/gRPC server; port 0 picks a free port. The bound port is ``server.port``."""
+    server = grpc.aio.server(
+        options=(
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        )
+    )
+    server.add_generic_rpc_handlers((TraceService(accept).handler(),))
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's way of saying the address is taken or unusable
+        raise OSError(f"cannot bind OTLP/gRPC to {address}: {exc}") from None
+    await server.start()
+    server.port = bound
+    return server
