@@ -62,3 +62,7 @@ def serve(**values: Any) -> None:
         asyncio.run(run(settings))
     except KeyboardInterrupt:
         pass
+
+
+if __name__ == "__main__":
+    main()

@@ -94,7 +94,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     store = open_store(settings)
     app = create_app(settings, store)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0, handle_signals=False)
+    # auto_decompress off: tracebox inflates bodies itself, with a cap that defeats gzip bombs.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0, handle_signals=False, auto_decompress=False)
     await runner.setup()
     try:
         main_site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)

@@ -112,12 +112,15 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
 
 
 def _duration(q: QueryRequest) -> tuple[str, tuple]:
-    """Duration bounds for a driver on spans: valid only when the driving span carries the scope."""
+    """Duration bounds for a driver on spans: valid only when the driving span carries the scope.
+
+    A span stored without a duration may get one from a late fragment, so it stays a candidate.
+    """
     if q.min_duration is None or (q.service_name is None and (q.span_name or q.remote_service_name)):
         return "", ()
     if q.max_duration is None:
-        return " AND duration >= ?", (q.min_duration,)
-    return " AND duration BETWEEN ? AND ?", (q.min_duration, q.max_duration)
+        return " AND (duration >= ? OR duration IS NULL)", (q.min_duration,)
+    return " AND (duration BETWEEN ? AND ? OR duration IS NULL)", (q.min_duration, q.max_duration)
 
 
 def service_names(conn: apsw.Connection) -> list[str]:
