@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-
 from tracebox.appliance.appkeys import SETTINGS, STORE
 from tracebox.appliance.codecs.zipkin_json import encode_spans
 from tracebox.appliance.linker import DependencyLinker
@@ -35,7 +34,9 @@ def _trace_id(raw: str) -> str:
     try:
         return normalize_trace_id(raw)
     except SpanError:
-        raise bad_request(f"{raw[:64]} should be a 1 to 32 character lower-hex string with no prefix") from None
+        raise bad_request(
+            f"{raw[:64]} should be a 1 to 32 character lower-hex string with no prefix"
+        ) from None
 
 
 async def services(request: web.Request) -> web.Response:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import click
-
 from tracebox.appliance import __version__
 from tracebox.appliance.config import OPTIONS, ConfigError, Settings, load_settings
 
@@ -57,11 +57,11 @@ def serve(**values: Any) -> None:
     from tracebox.appliance.server import run
 
     settings = settings_from(values)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -1,54 +1,55 @@
-"""Ingest over HTTP: Zipkin's POST /api/v2/spans and /api/v1/spans.
+"""Ingest over HTTP: Zipkin's POST /api/v2/spans and /api/v1/spans, OTLP's POST /v1/traces.
 
-A request is answered 202 only after its spans are committed; a request that fails anywhere is
-stored not at all (decoding happens before anything is queued, and one batch is one savepoint).
+Every transport (these and OTLP/gRPC) hands decoded spans to ``Ingest.accept``. A request is
+acknowledged only after its spans are committed; a request that fails anywhere stores nothing
+(decoding finishes before anything is queued, and one batch is one savepoint of one commit).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from aiohttp import web
-
-from tracebox.appliance.appkeys import METRICS, SAMPLER, SETTINGS, STORE
+from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS
 from tracebox.appliance.body import BodyError, media_type, read_body
+from tracebox.appliance.codecs import otlp
 from tracebox.appliance.codecs.zipkin_json import decode_v2
 from tracebox.appliance.codecs.zipkin_proto import decode_proto
 from tracebox.appliance.codecs.zipkin_v1 import decode_v1
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.model import DecodeError, Span
 
-log = logging.getLogger(__name__)
-
 Decoder = Callable[[bytes], list[Span]]
 JSON_TYPES = ("", "application/json", "text/plain")
+PROTOBUF = "application/x-protobuf"
+
+# google.rpc.Code values for OTLP/HTTP error bodies
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE = 3, 8, 14
 
 
-
-def _v2_decoder(content_type: str) -> Decoder:
+def _zipkin_v2_decoder(content_type: str) -> Decoder:
     if content_type in JSON_TYPES:
         return decode_v2
-    if content_type == "application/x-protobuf":
+    if content_type == PROTOBUF:
         return decode_proto
-    raise BodyError(415, f"Unsupported Content-Type {content_type!r}: send application/json or application/x-protobuf")
+    raise BodyError(415, f"Unsupported Content-Type {content_type!r}: send application/json or {PROTOBUF}")
 
 
-def _v1_decoder(content_type: str) -> Decoder:
+def _zipkin_v1_decoder(content_type: str) -> Decoder:
     if content_type in JSON_TYPES:
         return decode_v1
     raise BodyError(415, f"Unsupported Content-Type {content_type!r}: /api/v1/spans takes application/json")
 
 
 async def post_spans_v2(request: web.Request) -> web.Response:
-    return await _ingest(request, _v2_decoder)
+    return await _zipkin(request, _zipkin_v2_decoder)
 
 
 async def post_spans_v1(request: web.Request) -> web.Response:
-    return await _ingest(request, _v1_decoder)
+    return await _zipkin(request, _zipkin_v1_decoder)
 
 
-async def _ingest(request: web.Request, pick_decoder: Callable[[str], Decoder]) -> web.Response:
+async def _zipkin(request: web.Request, pick_decoder: Callable[[str], Decoder]) -> web.Response:
     app = request.app
     metrics = app[METRICS]
     try:
@@ -56,31 +57,68 @@ async def _ingest(request: web.Request, pick_decoder: Callable[[str], Decoder]) 
         body = await read_body(request, app[SETTINGS].max_body_bytes)
         metrics.count("http", messages=1, bytes=len(body))
         spans = decoder(body)
-    except BodyError as exc:
+    except (BodyError, DecodeError) as exc:
         metrics.count("http", messages_dropped=1)
-        return error_response(exc.status, str(exc))
-    except DecodeError as exc:
-        metrics.count("http", messages_dropped=1)
-        return error_response(400, str(exc))
-    kept = app[SAMPLER].sample(spans)
-    metrics.count("http", spans=len(spans), spans_dropped=len(spans) - len(kept))
+        return _text(getattr(exc, "status", 400), str(exc))
     try:
-        await accept(app, kept)
+        await app[INGEST].accept(spans, "http")
     except Overloaded as exc:
-        metrics.count("http", messages_dropped=1, spans_dropped=len(kept))
-        return error_response(429, str(exc), retry_after=exc.retry_after)
+        return _text(429, str(exc), exc.retry_after)
     except StoreUnavailable as exc:
-        metrics.count("http", messages_dropped=1, spans_dropped=len(kept))
-        return error_response(503, str(exc), retry_after=exc.retry_after)
+        return _text(503, str(exc), exc.retry_after)
     return web.Response(status=202)
 
 
-async def accept(app: web.Application, spans: list[Span]) -> None:
-    """Store spans durably; the one path every transport goes through."""
-    if spans:
-        await app[STORE].write_spans(spans)
+async def post_otlp(request: web.Request) -> web.Response:
+    """OTLP/HTTP: 200 with an ExportTraceServiceResponse (partial success when spans were rejected)."""
+    app = request.app
+    metrics = app[METRICS]
+    content_type = media_type(request)
+    try:
+        if content_type == PROTOBUF:
+            decoder = otlp.decode_otlp_protobuf
+        elif content_type == "application/json":
+            decoder = otlp.decode_otlp_json
+        else:
+            raise BodyError(
+                415, f"Unsupported Content-Type {content_type!r}: send {PROTOBUF} or application/json"
+            )
+        body = await read_body(request, app[SETTINGS].max_body_bytes)
+        metrics.count("otlp-http", messages=1, bytes=len(body))
+        batch = decoder(body)
+    except (BodyError, DecodeError) as exc:
+        metrics.count("otlp-http", messages_dropped=1)
+        return _status(content_type, getattr(exc, "status", 400), INVALID_ARGUMENT, str(exc))
+    try:
+        await app[INGEST].accept(batch.spans, "otlp-http")
+    except Overloaded as exc:
+        return _status(content_type, 429, RESOURCE_EXHAUSTED, str(exc), exc.retry_after)
+    except StoreUnavailable as exc:
+        return _status(content_type, 503, UNAVAILABLE, str(exc), exc.retry_after)
+    if batch.rejected:
+        metrics.count("otlp-http", spans_dropped=batch.rejected)
+    reply_type = "application/json" if content_type == "application/json" else PROTOBUF
+    return web.Response(
+        body=otlp.export_response(reply_type, batch.rejected, batch.error_message), content_type=reply_type
+    )
 
 
-def error_response(status: int, message: str, retry_after: float | None = None) -> web.Response:
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
-    return web.Response(status=status, text=message, headers=headers)
+def _retry_headers(retry_after: float | None) -> dict[str, str] | None:
+    return {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+
+
+def _text(status: int, message: str, retry_after: float | None = None) -> web.Response:
+    return web.Response(status=status, text=message, headers=_retry_headers(retry_after))
+
+
+def _status(
+    content_type: str, status: int, code: int, message: str, retry_after: float | None = None
+) -> web.Response:
+    """An OTLP error: a google.rpc.Status body in JSON for JSON requests, protobuf otherwise."""
+    reply_type = "application/json" if content_type == "application/json" else PROTOBUF
+    return web.Response(
+        status=status,
+        body=otlp.status_body(reply_type, code, message),
+        content_type=reply_type,
+        headers=_retry_headers(retry_after),
+    )

@@ -42,7 +42,9 @@ OPTIONS: tuple[Option, ...] = (
         "Match trace ids on all 128 bits; false groups 64- and 128-bit ids by their low 64 bits.",
         "STRICT_TRACE_ID",
     ),
-    Option("autocomplete_keys", "Comma-separated tag keys offered in search autocomplete.", "AUTOCOMPLETE_KEYS"),
+    Option(
+        "autocomplete_keys", "Comma-separated tag keys offered in search autocomplete.", "AUTOCOMPLETE_KEYS"
+    ),
     Option("search_enabled", "Serve trace search; false leaves only trace-by-id.", "SEARCH_ENABLED"),
     Option("sample_rate", "Share of traces kept at ingest, 0.0-1.0, by trace id.", "COLLECTOR_SAMPLE_RATE"),
     Option("cors_origins", "Comma-separated origins allowed to call the API.", "QUERY_ALLOWED_ORIGINS"),
@@ -114,7 +116,9 @@ def convert(option: Option, raw: Any, source: str) -> Any:
     try:
         return option.type(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{option.name} from {source} should be a {option.type.__name__}, got {raw!r}") from None
+        raise ConfigError(
+            f"{option.name} from {source} should be a {option.type.__name__}, got {raw!r}"
+        ) from None
 
 
 def load_settings(

@@ -4,7 +4,9 @@
 class Overloaded(Exception):
     """The ingest queue is full: answer 429/503 (HTTP) or UNAVAILABLE (gRPC) with a retry hint."""
 
-    def __init__(self, retry_after: float = 1.0, message: str = "tracebox is overloaded, retry later") -> None:
+    def __init__(
+        self, retry_after: float = 1.0, message: str = "tracebox is overloaded, retry later"
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-
 from tracebox.appliance import __version__
 from tracebox.appliance.appkeys import METRICS, SETTINGS, STORE
 from tracebox.appliance.store import queries
@@ -23,7 +22,9 @@ async def health(request: web.Request) -> web.Response:
     if problem:
         details["details"]["error"] = problem
     body = {"status": status, "zipkin": {"status": status, "details": {"SQLiteStorage": details}}}
-    return web.Response(body=orjson.dumps(body), status=200 if problem is None else 503, content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(body), status=200 if problem is None else 503, content_type="application/json"
+    )
 
 
 async def info(request: web.Request) -> web.Response:

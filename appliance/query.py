@@ -42,7 +42,9 @@ class QueryRequest:
         return (self.end_ts - self.lookback) * 1000, self.end_ts * 1000
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str], default_lookback: int = DEFAULT_LOOKBACK_MS) -> QueryRequest:
+    def from_params(
+        cls, params: Mapping[str, str], default_lookback: int = DEFAULT_LOOKBACK_MS
+    ) -> QueryRequest:
         end_ts = _int(params, "endTs")
         if end_ts is None:
             end_ts = int(time.time() * 1000)
@@ -110,8 +112,10 @@ class QueryRequest:
                         del remaining[key]
             if not duration_ok:
                 duration = span.get("duration")
-                duration_ok = duration is not None and duration >= self.min_duration and (
-                    self.max_duration is None or duration <= self.max_duration
+                duration_ok = (
+                    duration is not None
+                    and duration >= self.min_duration
+                    and (self.max_duration is None or duration <= self.max_duration)
                 )
         return service_seen and span_name is None and remote is None and not remaining and duration_ok
 

@@ -9,11 +9,12 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-
 from tracebox.appliance import api, collector, ops
-from tracebox.appliance.appkeys import METRICS, SAMPLER, SETTINGS, STORE
+from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.config import Settings
+from tracebox.appliance.ingest import Ingest
 from tracebox.appliance.metrics import Metrics
+from tracebox.appliance.otlp_grpc import start_grpc_server
 from tracebox.appliance.sampling import CollectorSampler
 from tracebox.appliance.store import Store
 
@@ -32,19 +33,26 @@ def open_store(settings: Settings) -> Store:
 
 
 def create_app(settings: Settings, store: Store) -> web.Application:
-    app = web.Application(middlewares=[cors_middleware, errors_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[cors_middleware, errors_middleware], client_max_size=settings.max_body_bytes
+    )
     app[SETTINGS] = settings
     app[STORE] = store
-    app[SAMPLER] = CollectorSampler(settings.sample_rate)
     metrics = app[METRICS] = Metrics()
-    metrics.gauge("tracebox_writer_queue_spans", "Spans waiting for the writer.", lambda: store.writer.pending_spans)
+    app[INGEST] = Ingest(store, CollectorSampler(settings.sample_rate), metrics)
     metrics.gauge(
-        "tracebox_writer_last_commit_seconds", "Duration of the last commit.", lambda: store.writer.stats.last_commit_seconds
+        "tracebox_writer_queue_spans", "Spans waiting for the writer.", lambda: store.writer.pending_spans
+    )
+    metrics.gauge(
+        "tracebox_writer_last_commit_seconds",
+        "Duration of the last commit.",
+        lambda: store.writer.stats.last_commit_seconds,
     )
     metrics.gauge("tracebox_writer_commits_total", "Commits since start.", lambda: store.writer.stats.commits)
     metrics.gauge("tracebox_db_bytes", "Database size on disk, WAL included.", store.size_bytes)
     app.router.add_post("/api/v2/spans", collector.post_spans_v2)
     app.router.add_post("/api/v1/spans", collector.post_spans_v1)
+    app.router.add_post("/v1/traces", collector.post_otlp)
     api.add_routes(app, "/api/v2")
     api.add_routes(app, "/zipkin/api/v2")
     ops.add_routes(app)
@@ -52,7 +60,9 @@ def create_app(settings: Settings, store: Store) -> web.Application:
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+async def cors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+):
     origins = request.app[SETTINGS].cors_origin_list
     origin = request.headers.get("Origin")
     allowed = origin and ("*" in origins or origin in origins)
@@ -71,7 +81,9 @@ async def cors_middleware(request: web.Request, handler: Callable[[web.Request],
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+):
     """Turn aiohttp's own refusals into plain messages; log (and answer 500 to) only real bugs."""
     try:
         return await handler(request)
@@ -95,7 +107,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     store = open_store(settings)
     app = create_app(settings, store)
     # auto_decompress off: tracebox inflates bodies itself, with a cap that defeats gzip bombs.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0, handle_signals=False, auto_decompress=False)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=10.0, handle_signals=False, auto_decompress=False
+    )
     await runner.setup()
     try:
         main_site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
@@ -105,10 +119,22 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             otlp_site = web.TCPSite(runner, settings.host, settings.otlp_http_port, backlog=1024)
             await otlp_site.start()
             ports["otlp-http"] = bound_port(otlp_site)
+        grpc_server = None
+        if settings.otlp_grpc_port:
+            grpc_server = await start_grpc_server(
+                settings.host,
+                settings.otlp_grpc_port,
+                app[INGEST].accept,
+                max_message_bytes=settings.max_body_bytes,
+            )
+            ports["otlp-grpc"] = grpc_server.port
     except OSError as exc:
         await runner.cleanup()
         store.close()
-        raise SystemExit(f"tracebox: cannot listen on {settings.host}: {exc.strerror or exc}. Is another server running?")
+        raise SystemExit(
+            f"tracebox: cannot listen on {settings.host}: {exc.strerror or exc}. Is another server running? "
+            "Choose other ports with --port, --otlp-http-port, --otlp-grpc-port (0 turns OTLP ports off)."
+        ) from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -119,6 +145,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         print("tracebox: stopping, draining requests and the write queue...", file=sys.stderr, flush=True)
+        if grpc_server is not None:
+            await grpc_server.stop(grace=10.0)
         await runner.cleanup()
         store.close()
         print("tracebox: stopped", file=sys.stderr, flush=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import orjson
-
 from tracebox.appliance.model import DecodeError, Span, normalize_span
 
 

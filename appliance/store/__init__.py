@@ -8,6 +8,7 @@ The interface is deliberately narrow, after Zipkin's storage roles: ``write_span
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
-
 from tracebox.appliance.model import Span
 from tracebox.appliance.store.consumer import SpanConsumer
 from tracebox.appliance.store.rows import Batch, build_batch
@@ -28,7 +28,9 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 
 
-def connect(path: str | os.PathLike, *, synchronous: str = "NORMAL", readonly: bool = False) -> apsw.Connection:
+def connect(
+    path: str | os.PathLike, *, synchronous: str = "NORMAL", readonly: bool = False
+) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     conn = apsw.Connection(str(path), flags=flags)
     conn.setbusytimeout(BUSY_TIMEOUT_MS)
@@ -117,10 +119,8 @@ class Store:
     def size_bytes(self) -> int:
         total = 0
         for suffix in ("", "-wal", "-shm"):
-            try:
+            with contextlib.suppress(OSError):
                 total += os.path.getsize(f"{self.path}{suffix}")
-            except OSError:
-                pass
         return total
 
     def close(self) -> None:

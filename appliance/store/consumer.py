@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import apsw
-
 from tracebox.appliance.store.rows import Batch
 
 INSERT_SPAN = (
@@ -18,7 +17,9 @@ INSERT_LLM = (
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _NAME_TABLES = {
-    "services": ("INSERT INTO service_names VALUES (?, ?) ON CONFLICT DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)"),
+    "services": (
+        "INSERT INTO service_names VALUES (?, ?) ON CONFLICT DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)"
+    ),
     "span_names": (
         "INSERT INTO span_names VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)"
     ),

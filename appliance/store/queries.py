@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import apsw
 import orjson
-
 from tracebox.appliance.model import Span, normalize_trace_id
 from tracebox.appliance.query import QueryRequest
 from tracebox.appliance.store.rows import FLAG_ERROR, FLAG_SHARED, MAX_INDEXED_VALUE, trace_low
@@ -22,7 +21,7 @@ def get_trace(conn: apsw.Connection, trace_id: str, strict: bool) -> list[Span]:
     spans = _trace_rows(conn, trace_low(trace_id))
     if strict:
         spans = [s for s in spans if s["traceId"] == trace_id]
-    return merge_trace(spans) if spans else []
+    return merge_trace(spans, strict_trace_id=strict) if spans else []
 
 
 def get_traces(conn: apsw.Connection, request: QueryRequest, strict: bool) -> list[list[Span]]:
@@ -36,7 +35,7 @@ def get_traces(conn: apsw.Connection, request: QueryRequest, strict: bool) -> li
         if len(seen) > MAX_CANDIDATES:
             break
         for trace in _group(_trace_rows(conn, low), strict):
-            trace = merge_trace(trace)
+            trace = merge_trace(trace, strict_trace_id=strict)
             if request.matches(trace):
                 results.append(trace)
         if len(results) >= request.limit:
@@ -54,7 +53,10 @@ def get_many(conn: apsw.Connection, trace_ids: list[str], strict: bool) -> list[
 
 
 def _trace_rows(conn: apsw.Connection, low: int) -> list[Span]:
-    return [orjson.loads(row[0]) for row in conn.execute("SELECT json FROM spans WHERE trace_low = ? ORDER BY id", (low,))]
+    return [
+        orjson.loads(row[0])
+        for row in conn.execute("SELECT json FROM spans WHERE trace_low = ? ORDER BY id", (low,))
+    ]
 
 
 def _group(spans: list[Span], strict: bool) -> list[list[Span]]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import apsw
-
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 
 log = logging.getLogger(__name__)
