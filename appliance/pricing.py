@@ -1,0 +1,136 @@
+"""What an LLM call cost, in USD.
+
+A cost the instrumentation reported wins. Otherwise an operator's per-model override (from the
+config file) wins over the ``genai-prices`` table. The table is the one bundled in the package:
+``genai_prices`` only fetches prices when its ``UpdatePrices`` helper is started, which we never do,
+so pricing never touches the network. Token counts follow the OpenTelemetry GenAI convention (and
+genai-prices'): input tokens include the cache reads and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+import genai_prices
+from genai_prices import data_snapshot
+from genai_prices.types import ModelInfo, Provider
+
+TABLE_VERSION = f"genai-prices {genai_prices.__version__}"
+OVERRIDE_VERSION = "override"
+_OVERRIDE_KEYS = frozenset(
+    ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    usd: float
+    source: str  # 'reported' | 'computed'
+    price_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Override:
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+
+class Pricer:
+    """Prices LLM calls; ``overrides`` maps a model name to per-million-token prices."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        self._overrides = {
+            model.lower(): _override(model, prices) for model, prices in (overrides or {}).items()
+        }
+
+    def cost(
+        self,
+        *,
+        reported: float | None,
+        provider: str | None,
+        models: tuple[str | None, ...],
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cache_read_tokens: int | None,
+        cache_write_tokens: int | None,
+        timestamp_us: int | None,
+    ) -> Cost | None:
+        """``models`` in order of preference (the response model, then the requested one)."""
+        if reported is not None:
+            return Cost(reported, "reported", None)
+        if input_tokens is None and output_tokens is None:
+            return None
+        tokens = (input_tokens or 0, output_tokens or 0, cache_read_tokens or 0, cache_write_tokens or 0)
+        for model in filter(None, models):
+            override = self._overrides.get(model.lower())
+            if override is not None:
+                return Cost(_override_cost(override, *tokens), "computed", OVERRIDE_VERSION)
+        for model in filter(None, models):
+            found = _lookup(provider.lower() if provider else None, model)
+            if found is not None:
+                at = datetime.fromtimestamp(timestamp_us / 1e6, UTC) if timestamp_us else None
+                return Cost(_table_cost(*found, *tokens, at), "computed", TABLE_VERSION)
+        return None
+
+
+def _override(model: str, prices: Mapping[str, float]) -> _Override:
+    unknown = set(prices) - _OVERRIDE_KEYS
+    if unknown or "input_per_mtok" not in prices or "output_per_mtok" not in prices:
+        raise ValueError(
+            f"price override for {model!r} needs input_per_mtok and output_per_mtok"
+            f" (optional: cache_read_per_mtok, cache_write_per_mtok); got {sorted(prices)}"
+        )
+    input_price = float(prices["input_per_mtok"])
+    return _Override(
+        input=input_price,
+        output=float(prices["output_per_mtok"]),
+        cache_read=float(prices.get("cache_read_per_mtok", input_price)),
+        cache_write=float(prices.get("cache_write_per_mtok", input_price)),
+    )
+
+
+def _override_cost(
+    prices: _Override, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int
+) -> float:
+    uncached = max(0, input_tokens - cache_read - cache_write)
+    return (
+        uncached * prices.input
+        + cache_read * prices.cache_read
+        + cache_write * prices.cache_write
+        + output_tokens * prices.output
+    ) / 1_000_000
+
+
+@lru_cache(maxsize=4096)
+def _lookup(provider: str | None, model: str) -> tuple[Provider, ModelInfo] | None:
+    """The table's entry for a model, trying the named provider first; misses are cached too."""
+    snapshot = data_snapshot.get_snapshot()
+    for provider_id in (provider, None) if provider else (None,):
+        try:
+            return snapshot.find_provider_model(model, None, provider_id, None)
+        except LookupError:
+            continue
+    return None
+
+
+def _table_cost(
+    provider: Provider,
+    model: ModelInfo,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int,
+    cache_write: int,
+    at: datetime | None,
+) -> float:
+    usage = genai_prices.Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+    return float(model.calc_price(usage, provider, genai_request_timestamp=at).total_price)
