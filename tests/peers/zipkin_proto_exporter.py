@@ -11,7 +11,8 @@ only the SDK and that exporter::
 
 Each trace is a SERVER root with a CLIENT child (an attribute of each type, an event, an error
 status), so the receiver sees kinds, tags, annotations, endpoints and parent ids. Prints the
-lower-hex trace ids sent as a JSON list on stdout; exits 1 if the export failed.
+lower-hex trace ids and a description of every span sent as JSON on stdout; exits 1 if the export
+failed.
 """
 
 from __future__ import annotations
@@ -24,23 +25,41 @@ from opentelemetry.exporter.zipkin.proto.http import ZipkinExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
+from opentelemetry.trace import SpanKind, Status, StatusCode, format_span_id, format_trace_id
 
 
 class _Recording(SpanExporter):
-    """Forwards to the real exporter and remembers whether every export succeeded."""
+    """Forwards to the real exporter, remembering each span sent and whether every export succeeded."""
 
     def __init__(self, inner: ZipkinExporter) -> None:
         self.inner = inner
         self.failed = False
+        self.sent: list[dict] = []
 
     def export(self, spans):  # type: ignore[no-untyped-def]
         result = self.inner.export(spans)
         self.failed |= result is not SpanExportResult.SUCCESS
+        self.sent.extend(_describe(span) for span in spans)
         return result
 
     def shutdown(self) -> None:
         self.inner.shutdown()
+
+
+def _describe(span) -> dict:  # type: ignore[no-untyped-def]
+    """What the SDK sent, in the terms a Zipkin span is checked against."""
+    parent = span.parent
+    return {
+        "traceId": format_trace_id(span.context.trace_id),
+        "id": format_span_id(span.context.span_id),
+        "parentId": format_span_id(parent.span_id) if parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "timestamp": span.start_time // 1000,
+        "duration": (span.end_time - span.start_time) // 1000,
+        "attributes": dict(span.attributes),
+        "events": [event.name for event in span.events],
+    }
 
 
 def main() -> int:
@@ -68,7 +87,7 @@ def main() -> int:
         trace_ids.append(format_trace_id(root.get_span_context().trace_id))
     provider.shutdown()
 
-    print(json.dumps(trace_ids))
+    print(json.dumps({"traceIds": trace_ids, "spans": exporter.sent}))
     return 1 if exporter.failed else 0
 
 
