@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
+
 from tracebox.appliance.appkeys import SETTINGS, STORE
 from tracebox.appliance.codecs.zipkin_json import encode_spans
 from tracebox.appliance.linker import DependencyLinker
@@ -30,7 +31,7 @@ def _required(request: web.Request, name: str) -> str:
     return value
 
 
-def _trace_id(raw: str) -> str:
+def parse_trace_id(raw: str) -> str:
     try:
         return normalize_trace_id(raw)
     except SpanError:
@@ -73,7 +74,7 @@ async def traces(request: web.Request) -> web.Response:
 
 async def trace(request: web.Request) -> web.Response:
     raw = request.match_info["traceId"]
-    trace_id = _trace_id(raw)
+    trace_id = parse_trace_id(raw)
     settings, store = request.app[SETTINGS], request.app[STORE]
     spans = await store.read(queries.get_trace, trace_id, settings.strict_trace_id)
     if not spans:
@@ -88,7 +89,7 @@ async def trace_many(request: web.Request) -> web.Response:
         raise bad_request("traceIds parameter is empty")
     if len(ids) > 1000:
         raise bad_request("traceIds has more than 1000 ids")
-    normalized = list(dict.fromkeys(_trace_id(i) for i in ids))
+    normalized = list(dict.fromkeys(parse_trace_id(i) for i in ids))
     settings, store = request.app[SETTINGS], request.app[STORE]
     found = await store.read(queries.get_many, normalized, settings.strict_trace_id)
     return json_response(_encode_traces(found))

@@ -1,6 +1,7 @@
 """The typed keys under which the server keeps its shared parts on the aiohttp application."""
 
 from aiohttp import web
+
 from tracebox.appliance.config import Settings
 from tracebox.appliance.ingest import Ingest
 from tracebox.appliance.metrics import Metrics

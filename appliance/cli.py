@@ -8,8 +8,10 @@ import logging
 from typing import Any
 
 import click
+
 from tracebox.appliance import __version__
 from tracebox.appliance.config import OPTIONS, ConfigError, Settings, load_settings
+from tracebox.appliance.demo import FORMATS, run_demo
 
 
 def _settings_options(command):
@@ -62,6 +64,63 @@ def serve(**values: Any) -> None:
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:9411", show_default=True, help="The tracebox to send to.")
+@click.option("--traces", "count", default=200, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option(
+    "--format",
+    "fmt",
+    default="zipkin-json",
+    show_default=True,
+    type=click.Choice(list(FORMATS)),
+    help="Wire format to send.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for repeatable traffic (default: random).")
+@click.option("--rate", type=float, default=None, help="Traces per second (default: as fast as accepted).")
+def demo(url: str, count: int, fmt: str, seed: int | None, rate: float | None) -> None:
+    """Send realistic traffic (an 8-service AI chat with LLM calls, a checkout, a job) to a tracebox."""
+    report = asyncio.run(run_demo(url.rstrip("/"), traces=count, fmt=fmt, seed=seed, rate=rate))
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--db", default="tracebox.db", show_default=True, envvar="TRACEBOX_DB", help="Database file.")
+@click.option("--quick", is_flag=True, help="SQLite's quick_check instead of the full integrity_check.")
+def check(db: str, quick: bool) -> None:
+    """Verify a database file (integrity, schema version, counts); safe while tracebox runs."""
+    from tracebox.appliance.store.maintenance import check as run_check
+
+    try:
+        report = run_check(db, quick=quick)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"{exc}; pass --db PATH") from None
+    click.echo(f"database     {report.path} ({report.bytes_on_disk:,} bytes with WAL)")
+    click.echo(f"schema       version {report.schema_version} (this tracebox: {report.newest_schema})")
+    for name, value in report.counts.items():
+        click.echo(f"{name:<12} {value:,}")
+    click.echo("integrity    " + "; ".join(report.integrity[:20]))
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--db", default="tracebox.db", show_default=True, envvar="TRACEBOX_DB", help="Database file.")
+def backup(target: str, db: str) -> None:
+    """Take an online backup of the database into TARGET, while tracebox keeps running."""
+    from tracebox.appliance.store.maintenance import backup as run_backup
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\r  {done:,}/{total:,} pages", nl=False, err=True)
+
+    try:
+        size = run_backup(db, target, progress)
+    except (FileNotFoundError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"\nbackup of {db} written to {target} ({size:,} bytes)", err=True)
 
 
 if __name__ == "__main__":

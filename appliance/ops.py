@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
+
 from tracebox.appliance import __version__
 from tracebox.appliance.appkeys import METRICS, SETTINGS, STORE
 from tracebox.appliance.store import queries

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,16 @@ import requests
 
 READY = re.compile(r"tracebox ready: (.*) db=")
 START_TIMEOUT_S = 30
+
+
+class PortTaken(RuntimeError):
+    """Another process took a port between our pick and the server's bind."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass
@@ -34,11 +45,39 @@ class Tracebox:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports['http']}"
 
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['otlp-http']}"
+
+    @property
+    def otlp_grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports['otlp-grpc']}"
+
     def start(self) -> Tracebox:
-        cmd = [sys.executable, "-m", "tracebox.appliance.cli", "serve", "--db", str(self.db), "--port", "0"]
-        cmd += ["--otlp-http-port", "0", "--otlp-grpc-port", "0", *self.args]
+        """Start on free ports (the main port's 0 asks the OS; OTLP's 0 means off, so pick two)."""
+        for _attempt in range(3):
+            try:
+                return self._start(free_port(), free_port())
+            except PortTaken:
+                continue
+        raise RuntimeError("no free ports for tracebox after 3 attempts")
+
+    def _start(self, otlp_http: int, otlp_grpc: int, port: int = 0) -> Tracebox:
+        cmd = [
+            sys.executable,
+            "-m",
+            "tracebox.appliance.cli",
+            "serve",
+            "--db",
+            str(self.db),
+            "--port",
+            str(port),
+        ]
+        cmd += ["--otlp-http-port", str(otlp_http), "--otlp-grpc-port", str(otlp_grpc), *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
@@ -48,10 +87,15 @@ class Tracebox:
             self.log.append(line)
             match = READY.search(line)
             if match:
-                self.ports = {k: int(v.rsplit(":", 1)[1]) for k, v in (p.split("=", 1) for p in match[1].split())}
+                self.ports = {
+                    k: int(v.rsplit(":", 1)[1]) for k, v in (p.split("=", 1) for p in match[1].split())
+                }
                 return self
         self.proc.kill()
-        raise RuntimeError("tracebox did not start:\n" + "".join(self.log) + (self.proc.stdout.read() or ""))
+        output = "".join(self.log) + (self.proc.stdout.read() or "")
+        if "cannot listen" in output:
+            raise PortTaken(output)
+        raise RuntimeError("tracebox did not start:\n" + output)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc is None:
@@ -69,12 +113,16 @@ class Tracebox:
         return code
 
     def restart(self) -> Tracebox:
+        """Stop and start again on the same ports, as a restarted service would be."""
+        ports = self.ports
         self.stop()
-        return self.start()
+        return self._start(ports["otlp-http"], ports["otlp-grpc"], ports["http"])
 
     def post(self, path: str, body: bytes | str, content_type: str = "application/json", **headers: str):
         data = body.encode() if isinstance(body, str) else body
-        return requests.post(self.url + path, data=data, headers={"Content-Type": content_type, **headers}, timeout=30)
+        return requests.post(
+            self.url + path, data=data, headers={"Content-Type": content_type, **headers}, timeout=30
+        )
 
     def get(self, path: str, **params):
         return requests.get(self.url + path, params=params, timeout=30)

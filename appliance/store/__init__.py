@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
+
 from tracebox.appliance.model import Span
 from tracebox.appliance.store.consumer import SpanConsumer
 from tracebox.appliance.store.rows import Batch, build_batch

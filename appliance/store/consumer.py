@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import apsw
+
 from tracebox.appliance.store.rows import Batch
 
 INSERT_SPAN = (

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import apsw
 import orjson
+
 from tracebox.appliance.model import Span, normalize_trace_id
 from tracebox.appliance.query import QueryRequest
 from tracebox.appliance.store.rows import FLAG_ERROR, FLAG_SHARED, MAX_INDEXED_VALUE, trace_low

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
+
 from tracebox.appliance.model import Span
 
 FLAG_ERROR = 1

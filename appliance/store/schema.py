@@ -77,6 +77,7 @@ CREATE TABLE llm_calls (
     tenant_id TEXT
 );
 CREATE INDEX llm_calls_ts ON llm_calls (ts);
+CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
 
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apsw
+
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 
 log = logging.getLogger(__name__)
