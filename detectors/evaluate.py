@@ -101,6 +101,18 @@ def run(
     return Report(score(faults, found, hours * 3600 - warmup_s), spans, spans / busy, hours, found)
 
 
+def throughput(minutes: float = 10, scale: float = 40, batch: int = 2000) -> tuple[int, float]:
+    """(spans, spans/s) for dense traffic (~1,900 spans per second of event time), where the per-span
+    path rather than the per-window work sets the pace."""
+    start = 1_700_000_000 // DAY * DAY
+    spans = list(Traffic(start, minutes / 60, [], scale=scale).spans())
+    engine = Engine()
+    began = time.perf_counter()
+    for i in range(0, len(spans), batch):
+        engine.process(spans[i : i + batch])
+    return len(spans), len(spans) / (time.perf_counter() - began)
+
+
 def _matches(alert: dict[str, Any], fault: Fault, window_us: int) -> bool:
     return (
         alert["kind"] in fault.kinds
@@ -135,7 +147,7 @@ def score(
 def render(report: Report) -> str:
     lines = [
         f"{report.hours:g} h of event time, {report.spans} spans, engine {report.spans_per_second:,.0f} spans/s "
-        f"(at this traffic the per-window work dominates; see tests for the per-span rate)",
+        f"(at this traffic the per-window work dominates; --throughput measures the per-span rate)",
         f"faults injected: {', '.join(FAULT_TYPES)}",
         "",
         f"{'kind':<14}{'faults':>7}{'found':>7}{'alerts':>8}{'recall':>8}{'precision':>11}{'F1':>7}"
@@ -159,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 h of event time, each fault type once")
     parser.add_argument("--hours", type=float, help="hours of event time (default 24, or 3 with --quick)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--throughput", action="store_true", help="also measure spans/s on dense traffic")
     parser.add_argument("--show-alerts", action="store_true", help="print every alert")
     args = parser.parse_args(argv)
     hours = args.hours or (3.0 if args.quick else 24.0)
@@ -175,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 a["score"],
             )
     print(render(report))
+    if args.throughput:
+        count, rate = throughput()
+        print(f"throughput: {count} spans of dense traffic at {rate:,.0f} spans/s on one core")
     return 0 if report.meets_targets() else 1
 
 
