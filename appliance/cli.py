@@ -81,7 +81,7 @@ def serve(**values: Any) -> None:
 @click.option("--rate", type=float, default=None, help="Traces per second (default: as fast as accepted).")
 def demo(url: str, count: int, fmt: str, seed: int | None, rate: float | None) -> None:
     """Send realistic traffic (an 8-service AI chat with LLM calls, a checkout, a job) to a tracebox."""
-    report = asyncio.run(run_demo(url.rstrip("/"), traces=count, fmt=fmt, seed=seed, rate=rate))
+    report = run_demo(url.rstrip("/"), traces=count, fmt=fmt, seed=seed, rate=rate)
     if not report.ok:
         raise SystemExit(1)
 
