@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
+import requests
 
 from appliance.config import ConfigError, load_settings
 from tests.spans import dumps, new_trace_id, span
@@ -129,3 +131,35 @@ def test_cli_reports_a_taken_port_clearly(tracebox, tmp_path):
     )
     assert result.returncode != 0
     assert "cannot listen" in result.stderr
+
+
+def test_self_tracing_records_query_calls_joining_the_callers_trace(tmp_path):
+    from tests.conftest import start_tracebox
+
+    server = start_tracebox(tmp_path / "t.db", "--self-tracing")
+    try:
+        caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        headers = {"traceparent": f"00-{caller_trace}-{caller_span}-01"}
+        assert requests.get(server.url + "/api/v2/services", headers=headers, timeout=10).status_code == 200
+        spans = []
+        for _ in range(50):  # the span is written just after the response; poll briefly
+            response = server.get(f"/api/v2/trace/{caller_trace}")
+            if response.status_code == 200:
+                spans = response.json()
+                break
+            time.sleep(0.1)
+        [span] = spans
+        assert span["localEndpoint"] == {"serviceName": "tracebox"}
+        assert span["parentId"] == caller_span and span["kind"] == "SERVER"
+        assert span["name"] == "get /api/v2/services"
+        assert span["tags"]["http.status_code"] == "200"
+    finally:
+        server.stop()
+
+
+def test_self_tracing_is_off_by_default(tracebox):
+    caller_trace = new_trace_id(128)
+    headers = {"b3": f"{caller_trace}-00f067aa0ba902b7-1"}
+    requests.get(tracebox.url + "/api/v2/services", headers=headers, timeout=10)
+    tracebox.get_json("/api/v2/services")  # a second call orders after any write of the first
+    assert tracebox.get(f"/api/v2/trace/{caller_trace}").status_code == 404
