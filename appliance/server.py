@@ -17,6 +17,7 @@ from tracebox.appliance.metrics import Metrics
 from tracebox.appliance.otlp_grpc import start_grpc_server
 from tracebox.appliance.sampling import CollectorSampler
 from tracebox.appliance.store import Store
+from tracebox.web import routes as web_routes
 
 log = logging.getLogger("tracebox")
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     api.add_routes(app, "/api/v2")
     api.add_routes(app, "/zipkin/api/v2")
     ops.add_routes(app)
+    web_routes.add_routes(app)
     return app
 
 
