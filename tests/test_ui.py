@@ -173,6 +173,9 @@ def test_user_data_is_escaped_on_every_page(loaded):
         "/dependencies?lookback=nope",
         "/dependencies?endTs=x",
         "/llm?lookback=0",
+        "/llm?groupBy=nonsense",
+        "/llm?metric=joules",
+        "/alerts?status=maybe",
     ],
 )
 def test_bad_query_strings_get_a_friendly_400(loaded, path):
@@ -408,6 +411,32 @@ def test_browser_dependency_graph(loaded, page):
     assert re.match(r"\d+", edge.text_content())
     assert page.locator("svg .edge.err").count() > 0
     _shot(page, "dependencies")
+
+
+def test_browser_llm_usage_page(loaded, page):
+    server, _ = loaded
+    page.goto(server.url + "/llm?lookback=1d")
+    spend = page.locator("[data-testid=llm-spend]").inner_text()
+    assert re.fullmatch(r"\$\d[\d.,e-]*", spend) and spend != "$0", spend
+    assert page.locator(".llm-chart rect.stack").count() > 0
+    usage = page.locator("table.grid").first.inner_text()
+    assert "gpt-4o" in usage or "claude" in usage
+    top = page.locator("table.grid:has(caption:text('Most expensive traces')) a").first
+    href = top.get_attribute("href")
+    assert href and re.fullmatch(r"/traces/[0-9a-f]+", href)
+    _shot(page, "llm-usage")
+    page.goto(server.url + "/llm?lookback=1d&groupBy=service&metric=tokens")
+    assert "llm-router" in page.locator("table.grid").first.inner_text()
+
+
+def test_browser_alerts_pages(loaded, page):
+    server, _ = loaded
+    page.goto(server.url + "/alerts")
+    assert page.locator("h1, .empty, .alerts-table").count() > 0
+    _shot(page, "alerts")
+    response = page.goto(server.url + "/alerts/0123456789abcdef")
+    assert response is not None and response.status == 404
+    assert page.locator("h1").inner_text()
 
 
 def test_browser_compare_two_traces(loaded, page):

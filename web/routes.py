@@ -423,7 +423,179 @@ async def dependencies(request: web.Request) -> web.Response:
     )
 
 
-# -- LLM usage and alerts: shown from their own modules once those exist ---------------------------
+# -- LLM usage --------------------------------------------------------------------------------------
+
+LLM_GROUPS = {
+    "model": "Model",
+    "provider": "Provider",
+    "service": "Service",
+    "operation": "Operation",
+    "user": "User",
+    "tenant": "Tenant",
+}
+CHART_GROUPS = 6
+
+
+def _llm_module() -> Any | None:
+    try:
+        return importlib.import_module("tracebox.appliance.store.llm")
+    except ImportError:
+        return None
+
+
+def _load_llm(conn, module, window, group_by: str, bucket_us: int) -> dict[str, Any]:
+    return {
+        "usage": module.usage(conn, window, group_by),
+        "series": module.usage_over_time(conn, window, bucket_us, group_by),
+        "finish": module.finish_reasons(conn, window),
+        "ttft": module.ttft(conn, window),
+        "top": module.top_traces(conn, window, 15),
+    }
+
+
+def _bucket_us(lo_us: int, hi_us: int) -> int:
+    """A round bucket size giving at most about 60 bars over the window."""
+    for minutes in (1, 5, 10, 15, 30, 60, 120, 360, 720, 1440, 10080):
+        if (hi_us - lo_us) / (minutes * 60_000_000) <= 60:
+            return minutes * 60_000_000
+    return 10080 * 60_000_000
+
+
+def _stacked(series: list[dict], groups: list[str], lo_us: int, hi_us: int, bucket: int, metric: str):
+    """Bars for the spend (or tokens) chart, in a 1000 by 180 viewBox, one stack per bucket."""
+    width, height, left, bottom = 1000, 180, 56, 18
+
+    def value(item: dict) -> float:
+        if metric == "tokens":
+            return item["inputTokens"] + item["outputTokens"]
+        return float(item["costUsd"] or 0)
+
+    buckets: dict[int, dict[str, float]] = {}
+    for item in series:
+        key = str(item["key"]) if item["key"] in groups else "other"
+        per = buckets.setdefault(item["bucket"], {})
+        per[key] = per.get(key, 0) + value(item)
+    top = max((sum(v.values()) for v in buckets.values()), default=0) or 1
+    first = lo_us // bucket * bucket
+    count = max(1, (hi_us - first) // bucket + 1)
+    bar_w = (width - left - 8) / count
+    bars = []
+    for bucket_start, per in sorted(buckets.items()):
+        x = left + 4 + (bucket_start - first) / bucket * bar_w
+        y = height - bottom
+        for name in [*groups, "other"]:
+            if not per.get(name):
+                continue
+            h = per[name] / top * (height - bottom - 10)
+            y -= h
+            label = fmt.usd(per[name]) if metric == "cost" else f"{per[name]:,.0f} tokens"
+            bars.append(
+                {
+                    "x": round(x, 1),
+                    "y": round(y, 1),
+                    "w": round(max(1.0, bar_w - 2), 1),
+                    "h": round(h, 1),
+                    "group": name,
+                    "color": groups.index(name) if name in groups else None,
+                    "title": f"{fmt.timestamp(bucket_start)} {name}: {label}",
+                }
+            )
+    ticks = []
+    for f in (0, 0.5, 1):
+        label = fmt.usd(top * f) if metric == "cost" else f"{top * f:,.0f}"
+        ticks.append({"y": round(height - bottom - f * (height - bottom - 10), 1), "label": label})
+    return {"width": width, "height": height, "left": left, "bars": bars, "ticks": ticks}
+
+
+async def llm(request: web.Request) -> web.Response:
+    form, window = _window(request.query, "1d")
+    form["groupBy"] = request.query.get("groupBy", "model")
+    form["serviceName"] = _text(request.query, "serviceName").lower()
+    form["model"] = _text(request.query, "model")
+    form["metric"] = request.query.get("metric", "cost")
+    group_by = form["groupBy"]
+    if group_by not in LLM_GROUPS and not (group_by.startswith("tag:") and len(group_by) > 4):
+        raise fmt.ParamError(f"groupBy should be one of {', '.join(LLM_GROUPS)} or tag:<key>")
+    if form["metric"] not in ("cost", "tokens"):
+        raise fmt.ParamError("metric should be cost or tokens")
+    module = _llm_module()
+    lo_us, hi_us = window.window_us
+    context: dict[str, Any] = {"form": form, "window": (lo_us, hi_us), "groups": LLM_GROUPS}
+    if module is None:
+        return await render(request, "llm.html", title="LLM usage", available=False, **context)
+    llm_window = module.LlmWindow(lo_us, hi_us, form["serviceName"] or None, form["model"] or None)
+    bucket = _bucket_us(lo_us, hi_us)
+    data = await request.app[STORE].read(_load_llm, module, llm_window, group_by, bucket)
+    names = [str(u["key"]) for u in data["usage"][:CHART_GROUPS]]
+    totals = {
+        key: sum(u[key] or 0 for u in data["usage"])
+        for key in ("calls", "inputTokens", "outputTokens", "cacheReadTokens", "costUsd")
+    }
+    finish_by_model: dict[str, list[dict]] = {}
+    for item in data["finish"]:
+        finish_by_model.setdefault(str(item["model"]), []).append(item)
+    return await render(
+        request,
+        "llm.html",
+        title="LLM usage",
+        available=True,
+        data=data,
+        totals=totals,
+        chart=_stacked(data["series"], names, lo_us, hi_us, bucket, form["metric"]),
+        chart_groups=names,
+        bucket=bucket,
+        finish_by_model=finish_by_model,
+        **context,
+    )
+
+
+# -- alerts ---------------------------------------------------------------------------------------
+
+
+def _alert_store() -> Any | None:
+    try:
+        return importlib.import_module("tracebox.detectors.alert_store")
+    except ImportError:
+        return None
+
+
+def _missing_table(exc: Exception) -> bool:
+    return "no such table" in str(exc)
+
+
+def _load_alerts(conn, module, status: str | None, service: str | None) -> list[dict] | None:
+    try:
+        return module.list_alerts(conn, status=status, service=service, limit=200)
+    except Exception as exc:
+        if _missing_table(exc):
+            return None
+        raise
+
+
+def _load_alert(conn, module, alert_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"alert": None, "deliveries": None, "silences": None}
+    try:
+        out["alert"] = module.get_alert(conn, alert_id)
+    except Exception as exc:
+        if _missing_table(exc):
+            out["missing"] = True
+            return out
+        raise
+    outbox = _optional("tracebox.detectors.notify.outbox")
+    if outbox is not None and out["alert"] is not None:
+        try:
+            out["deliveries"] = outbox.list_deliveries(conn, alert_id=alert_id, limit=20)
+        except Exception as exc:
+            if not _missing_table(exc):
+                raise
+    silences = _optional("tracebox.detectors.notify.silences")
+    if silences is not None:
+        try:
+            out["silences"] = silences.list_silences(conn, int(time.time() * 1e6))
+        except Exception as exc:
+            if not _missing_table(exc):
+                raise
+    return out
 
 
 def _optional(module: str) -> Any | None:
@@ -433,26 +605,74 @@ def _optional(module: str) -> Any | None:
         return None
 
 
-async def llm(request: web.Request) -> web.Response:
-    form, window = _window(request.query, "1d")
-    module = _optional("tracebox.appliance.store.llm")
+async def alerts(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    if status not in (None, "firing", "resolved"):
+        raise fmt.ParamError("status should be firing or resolved")
+    service = _text(request.query, "serviceName").lower() or None
+    module = _alert_store()
+    found = None
+    if module is not None:
+        found = await request.app[STORE].read(_load_alerts, module, status, service)
     return await render(
         request,
-        "llm.html",
-        title="LLM usage",
-        form=form,
-        available=module is not None,
-        window=window.window_us,
+        "alerts.html",
+        title="Alerts",
+        alerts=found or [],
+        available=found is not None,
+        form={"status": status or "", "serviceName": service or ""},
     )
 
 
-async def alerts(request: web.Request) -> web.Response:
-    return await render(request, "alerts.html", title="Alerts", alerts=[], available=False)
+def _evidence(alert: dict[str, Any]) -> dict[str, Any] | None:
+    """A band chart: the expected median to threshold (or p90) against the observed values."""
+    expected, observed = alert.get("expected") or {}, alert.get("observed") or {}
+    numeric = {
+        f"{side} {key}": value
+        for side, values in (("expected", expected), ("observed", observed))
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    if not numeric:
+        return None
+    lo_key = next((k for k in ("medianUs", "median", "mean", "rate", "value") if k in expected), None)
+    hi_key = next((k for k in ("thresholdUs", "threshold", "p90Us", "upper") if k in expected), None)
+    marks = [
+        (key, observed[key]) for key in observed if isinstance(observed[key], int | float) and key in expected
+    ]
+    values = [v for _, v in marks]
+    if lo_key:
+        values.append(expected[lo_key])
+    if hi_key:
+        values.append(expected[hi_key])
+    top = max(values, default=0) or 1
+    scale = 900 / (top * 1.1)
+    return {
+        "band": (expected.get(lo_key, 0) * scale, expected.get(hi_key, expected.get(lo_key, 0)) * scale)
+        if lo_key
+        else None,
+        "band_label": f"expected {lo_key} to {hi_key}" if lo_key and hi_key else "expected",
+        "marks": [{"key": key, "x": round(value * scale, 1), "value": value} for key, value in marks],
+        "top": top,
+    }
 
 
 async def alert(request: web.Request) -> web.Response:
     alert_id = request.match_info["id"]
-    raise PageError(404, "Alert not found", f"No alert with id {alert_id[:64]!r} is known.")
-
-
-__all__ = ["add_routes", "parse_search"]
+    if len(alert_id) > 64:
+        raise fmt.ParamError("alert ids are at most 64 characters")
+    module = _alert_store()
+    data = await request.app[STORE].read(_load_alert, module, alert_id) if module else {"missing": True}
+    if data.get("missing"):
+        raise PageError(404, "Alerts are not available", "The anomaly engine's alert store is not set up.")
+    if data["alert"] is None:
+        raise PageError(404, "Alert not found", f"No alert with id {alert_id!r} is known.")
+    return await render(
+        request,
+        "alert.html",
+        title="Alert",
+        alert=data["alert"],
+        evidence=_evidence(data["alert"]),
+        deliveries=data["deliveries"],
+        silences=data["silences"],
+    )
