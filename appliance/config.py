@@ -52,6 +52,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("fsync", "fsync every commit (survives power loss, not only a killed process)."),
     Option("max_pending_spans", "Spans queued for the writer before ingest answers 429/503."),
     Option("self_tracing", "Trace tracebox's own query API into itself.", "SELF_TRACING_ENABLED"),
+    Option("engine", "Run the anomaly engine (latency, error, token-cost and finish-reason alerts)."),
     Option("public_url", "Base URL of this tracebox for links in alerts (default http://host:port)."),
     Option("log_level", "Logging level: debug, info, warning, error."),
 )
@@ -76,6 +77,7 @@ class Settings:
     fsync: bool = False
     max_pending_spans: int = 200_000
     self_tracing: bool = False
+    engine: bool = True
     public_url: str = ""
     log_level: str = "info"
     #: Sections of the config file that other parts read (prices, detectors, alerts, ...).

@@ -95,6 +95,10 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------------
 
+    async def ensure_schema(self, component: str, steps: list) -> int:
+        """Migrate another part's tables (see ``schema.migrate``) inside the writer's transaction."""
+        return await self.write(lambda conn: migrate(conn, steps, component))
+
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on a pooled read connection, off the event loop."""
         loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """The database schema and its migrations.
 
-Each migration runs in its own transaction together with the ``user_version`` bump, so a crash
-mid-upgrade leaves the previous version intact. Add a migration by appending to ``MIGRATIONS``;
+Each migration runs in its own transaction together with its version bump (in ``meta``), so a
+crash mid-upgrade leaves the previous version intact. Add a migration by appending to ``MIGRATIONS``;
 never edit one that has shipped.
 """
 
@@ -78,29 +78,44 @@ CREATE TABLE llm_calls (
 );
 CREATE INDEX llm_calls_ts ON llm_calls (ts);
 CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
-
-CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [SPANS]
+Step = str | Callable[[apsw.Connection], None]
+
+MIGRATIONS: list[Step] = [SPANS]
+
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
 
 
-def schema_version(conn: apsw.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchall()[0][0]
+def schema_version(conn: apsw.Connection, component: str = "core") -> int:
+    """The version a component's tables are at (0: not created yet); reads only."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"schema:{component}",)).fetchall()
+    return int(row[0][0]) if row else 0
 
 
-def migrate(conn: apsw.Connection) -> int:
-    """Bring the database to the newest schema; return the version reached."""
-    current = schema_version(conn)
-    if current > len(MIGRATIONS):
+def migrate(conn: apsw.Connection, steps: list[Step] = MIGRATIONS, component: str = "core") -> int:
+    """Bring a component's tables to its newest schema; return the version reached.
+
+    The core owns ``MIGRATIONS``; other parts of tracebox (the anomaly engine, the alert outbox)
+    keep their own lists under their own component name, so each can evolve its tables alone.
+    """
+    conn.execute(_META)
+    current = schema_version(conn, component)
+    if current > len(steps):
         raise RuntimeError(
-            f"database schema version {current} is newer than this tracebox ({len(MIGRATIONS)}); upgrade tracebox"
+            f"the database's {component} schema is version {current}, newer than this tracebox's "
+            f"({len(steps)}); upgrade tracebox"
         )
-    for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
+    for version, step in enumerate(steps[current:], start=current + 1):
         with conn:  # one transaction per step, version bump included
             if callable(step):
                 step(conn)
             else:
                 conn.execute(step)
-            conn.execute(f"PRAGMA user_version = {version}")
-    return len(MIGRATIONS)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"schema:{component}", version),
+            )
+    return len(steps)
