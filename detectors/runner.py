@@ -11,6 +11,7 @@ it was saved with its snapshot, so nothing is lost and nothing is announced twic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -115,10 +116,8 @@ class EngineRunner:
                 log.exception("anomaly engine step failed; retrying")
                 worked = False
             if not worked:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), IDLE_SECONDS)
-                except TimeoutError:
-                    pass
 
     async def step(self) -> bool:
         """Process the next batch of committed spans; False when there was none."""
