@@ -63,7 +63,7 @@ class AlertManager:
                 track.last_bad_end = end
                 if track.alert:
                     changes.append(AlertChange(UPDATED, self._update(track.alert, f, end)))
-                elif track.streak >= cfg.fire_after:
+                elif track.streak >= cfg.fire_after.get(f.kind, 1):
                     track.alert = self._open(f, track.streak_start, end)
                     changes.append(AlertChange(FIRED, copy.deepcopy(track.alert)))
             elif track is not None:

@@ -35,7 +35,11 @@ class EngineConfig:
     baseline_windows: int = 360  # one hour of 10 s windows: follows the daily curve
     min_baseline_windows: int = 30
     max_eval_windows: int = 6  # low-traffic keys pool up to this many windows before judging
-    fire_after: int = 2  # consecutive anomalous evaluations before an alert fires
+    # consecutive anomalous evaluations before an alert fires, per kind: latency medians wander, so
+    # they need two; the test-based kinds already demand a very small p-value
+    fire_after: dict[str, int] = field(
+        default_factory=lambda: {"latency": 2, "error": 1, "token_cost": 2, "finish_reason": 1}
+    )
     resolve_after: int = 6  # consecutive normal windows before it resolves
     trace_examples: int = 5
     # latency
@@ -58,7 +62,7 @@ class EngineConfig:
     # finish reasons
     finish_alpha: float = 1e-6
     finish_min_shift: float = 0.1
-    finish_min_traffic: int = 30
+    finish_min_traffic: int = 20
     overrides: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

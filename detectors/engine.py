@@ -39,7 +39,7 @@ class Engine:
         cfg = self.config = config or EngineConfig()
         self._width = cfg.window_seconds * US
         self._lateness = cfg.lateness_seconds * US
-        quiet = max(cfg.max_eval_windows, cfg.resolve_after, cfg.fire_after) + 1
+        quiet = max(cfg.max_eval_windows, cfg.resolve_after, *cfg.fire_after.values()) + 1
         self._span_clock = WindowClock(self._width, 0, quiet)
         self._llm_clock = WindowClock(self._width, cfg.llm_wait_seconds * US, quiet)
         self._ops: dict[int, dict[Node, OpWindow]] = {}

@@ -49,6 +49,7 @@ class FinishReasonDetector(Detector[MixKey, MixWindow]):
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
         self.learned: dict[MixKey, MixBaseline] = {}
+        self.calm: dict[MixKey, int] = {}  # evaluations in a row judged normal (or not judged)
 
     def evaluate(self, calls: list[LlmCall]) -> list[Finding]:
         cfg = self.config
@@ -78,9 +79,13 @@ class FinishReasonDetector(Detector[MixKey, MixWindow]):
                 self.status[key] = READY
                 finding = self._judge(key, baseline, [w for w in pool if w], settings.sensitivity)
                 findings.append(finding)
-            window = recent[-1]
-            if finding is None or finding.state == NORMAL:
-                baseline.add(window.counts if window else Counter())
+            # Learn a window only once it leaves the pool with every evaluation it was part of
+            # normal: a pool mixing the first faulty windows with older ones can still look normal.
+            calm = self.calm[key] = (
+                self.calm.get(key, 0) + 1 if finding is None or finding.state == NORMAL else 0
+            )
+            if len(recent) == recent.maxlen and calm >= len(recent):
+                baseline.add(recent[0].counts if recent[0] else Counter())
         return findings
 
     def _judge(
