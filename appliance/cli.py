@@ -123,5 +123,58 @@ def backup(target: str, db: str) -> None:
     click.echo(f"\nbackup of {db} written to {target} ({size:,} bytes)", err=True)
 
 
+@main.command()
+@click.option("--query", is_flag=True, help="Time the query API on a loaded database instead of ingest.")
+@click.option(
+    "--spans",
+    type=click.IntRange(1000, 100_000_000),
+    default=None,
+    help="Spans per ingest run [100,000], or spans to load for --query [1,000,000].",
+)
+@click.option(
+    "--runs", type=click.IntRange(1, 20), default=3, show_default=True, help="Runs per format (medians)."
+)
+@click.option("--connections", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--format", "formats", multiple=True, help="Only these formats (e.g. zipkin-json, otlp-proto+gzip)."
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 10_000),
+    default=30,
+    show_default=True,
+    help="Requests per query kind (--query).",
+)
+@click.option("--db", default=None, help="--query: reuse this database (loaded if missing).")
+@click.option("--keep", is_flag=True, help="Keep the temporary databases.")
+@click.option("--serve-arg", "serve_args", multiple=True, help="Extra argument for `tracebox serve`.")
+def bench(
+    query: bool,
+    spans: int | None,
+    runs: int,
+    connections: int,
+    formats: tuple[str, ...],
+    repeat: int,
+    db: str | None,
+    keep: bool,
+    serve_args: tuple[str, ...],
+) -> None:
+    """Benchmark a real server on loopback: ingest per wire format, or (--query) the query API."""
+    from tracebox.appliance import bench as run_bench
+
+    run_bench.main(
+        query=query,
+        ingest=not query,
+        spans=spans,
+        runs=runs,
+        connections=connections,
+        formats=formats or None,
+        repeat=repeat,
+        db=db,
+        keep=keep,
+        serve_args=serve_args,
+    )
+
+
 if __name__ == "__main__":
     main()

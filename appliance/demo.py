@@ -39,7 +39,9 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
+
 from tracebox.appliance.codecs.zipkin_json import encode_spans
+from tracebox.appliance.codecs.zipkin_proto import encode_proto
 from tracebox.appliance.model import Span, local_service, normalize_span
 
 AI_CHAT_SERVICES = (
@@ -731,6 +733,10 @@ def encode_zipkin_json(spans: Sequence[Span]) -> bytes:
     return encode_spans(spans)
 
 
+def encode_zipkin_proto(spans: Sequence[Span]) -> bytes:
+    return encode_proto(spans)
+
+
 def encode_otlp_proto(spans: Sequence[Span]) -> bytes:
     return to_otlp(spans).SerializeToString()
 
@@ -756,6 +762,7 @@ class WireFormat:
 
 FORMATS: dict[str, WireFormat] = {
     "zipkin-json": WireFormat("/api/v2/spans", "application/json", encode_zipkin_json),
+    "zipkin-proto": WireFormat("/api/v2/spans", "application/x-protobuf", encode_zipkin_proto),
     "otlp-proto": WireFormat("/v1/traces", "application/x-protobuf", encode_otlp_proto),
     "otlp-json": WireFormat("/v1/traces", "application/json", encode_otlp_json),
 }

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
 
 import genai_prices
 from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, Provider
+from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
 
 TABLE_VERSION = f"genai-prices {genai_prices.__version__}"
 OVERRIDE_VERSION = "override"
@@ -127,6 +128,20 @@ def _table_cost(
     cache_write: int,
     at: datetime | None,
 ) -> float:
+    linear = _linear(_prices_at(model, at or datetime.now(tz=UTC))) if provider.id != "groq" else None
+    if linear is not None and input_tokens >= cache_read + cache_write:
+        base, per_input, per_output, per_cache_read, per_cache_write = linear
+        total = (
+            base
+            + (
+                per_input * input_tokens
+                + per_output * output_tokens
+                + per_cache_read * cache_read
+                + per_cache_write * cache_write
+            )
+            / _MTOK
+        )
+        return float(total)
     usage = genai_prices.Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -134,3 +149,64 @@ def _table_cost(
         cache_write_tokens=cache_write,
     )
     return float(model.calc_price(usage, provider, genai_request_timestamp=at).total_price)
+
+
+_MTOK = Decimal(1_000_000)
+_PRICES_AT: dict[tuple[int, int], tuple[ModelInfo, ModelPrice]] = {}
+
+
+def _prices_at(model: ModelInfo, at: datetime) -> ModelPrice:
+    """The model's price entry in force at ``at``; constraints (start dates, time-of-day windows)
+    change on whole minutes, so the entry is looked up once per model and minute."""
+    key = (id(model), int(at.timestamp()) // 60)
+    cached = _PRICES_AT.get(key)
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    prices = model.get_prices(at.replace(second=0, microsecond=0))
+    if len(_PRICES_AT) > 65_536:
+        _PRICES_AT.clear()
+    _PRICES_AT[key] = (model, prices)
+    return prices
+
+
+#: Per-million-token coefficients of each price table entry in force (the entry changes with
+#: time-of-day pricing; the object identity is the cache key, the entry itself kept alive here).
+_LINEAR: dict[int, tuple[ModelPrice, tuple[Decimal, ...] | None]] = {}
+
+
+def _linear(prices: ModelPrice) -> tuple[Decimal, ...] | None:
+    """(base, input, output, cache read, cache write) per million tokens when the price is linear
+    in the token counts (no tiers), read off genai-prices' own calculation; None otherwise.
+
+    genai-prices spends ~100 µs per call; this makes a priced LLM span cost a few µs, with the
+    same Decimal sums and so the same result.
+    """
+    cached = _LINEAR.get(id(prices))
+    if cached is not None and cached[0] is prices:
+        return cached[1]
+    coefficients: tuple[Decimal, ...] | None = None
+    if not any(isinstance(value, TieredPrices) for value in vars(prices).values()):
+        try:
+
+            def total(i: int, o: int, r: int, w: int) -> Decimal:
+                usage = genai_prices.Usage(
+                    input_tokens=i, output_tokens=o, cache_read_tokens=r, cache_write_tokens=w
+                )
+                return prices.calc_price(usage)["total_price"]
+
+            m = 1_000_000
+            base = total(0, 0, 0, 0)
+            per_input = total(m, 0, 0, 0) - base
+            coefficients = (
+                base,
+                per_input,
+                total(0, m, 0, 0) - base,
+                total(m, 0, m, 0) - base - per_input,
+                total(m, 0, 0, m) - base - per_input,
+            )
+        except Exception:  # a unit this shortcut does not model: keep the full calculation
+            coefficients = None
+    if len(_LINEAR) > 4096:
+        _LINEAR.clear()
+    _LINEAR[id(prices)] = (prices, coefficients)
+    return coefficients

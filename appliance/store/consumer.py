@@ -10,7 +10,7 @@ INSERT_SPAN = (
     "INSERT INTO spans (id, trace_low, trace_id, span_id, parent_id, kind, name, service, remote_service,"
     " ts, duration, flags, json, otel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-INSERT_TAG = "INSERT INTO span_tags (key, value, ts, service, trace_low) VALUES (?,?,?,?,?)"
+INSERT_TAG = "INSERT OR IGNORE INTO span_tags (h, ts, trace_low) VALUES (?,?,?)"
 INSERT_LLM = (
     "INSERT INTO llm_calls (span_id, trace_id, ts, duration, service, name, provider, request_model,"
     " response_model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 
 import apsw
@@ -9,11 +10,14 @@ import orjson
 
 from tracebox.appliance.model import Span, normalize_trace_id
 from tracebox.appliance.query import QueryRequest
-from tracebox.appliance.store.rows import FLAG_ERROR, FLAG_SHARED, MAX_INDEXED_VALUE, trace_low
+from tracebox.appliance.store.rows import FLAG_ERROR, FLAG_SHARED, MAX_INDEXED_VALUE, tag_hash, trace_low
 from tracebox.appliance.trace import merge_trace
 
 #: A search stops looking after this many candidate traces, so a pathological query stays bounded.
 MAX_CANDIDATES = 20_000
+#: Beyond this many services, a tag search without serviceName scans spans instead of merging
+#: one index range per service.
+MAX_TAG_MERGE = 256
 
 
 def get_trace(conn: apsw.Connection, trace_id: str, strict: bool) -> list[Span]:
@@ -84,9 +88,9 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
     duration_sql, duration_args = _duration(q)
     if tag_terms:
         key, value = tag_terms[0]
-        sql = f"SELECT trace_low FROM span_tags WHERE key = ? AND value = ? AND ts BETWEEN ? AND ?{scope} ORDER BY ts DESC"
-        args: tuple = (key, value, lo, hi, *scope_args)
-    elif q.span_name and service:
+        yield from _tag_candidates(conn, key, value, service, lo, hi)
+        return
+    if q.span_name and service:
         sql = (
             "SELECT trace_low FROM spans WHERE service = ? AND name = ? AND ts BETWEEN ? AND ?"
             f"{duration_sql} ORDER BY ts DESC"
@@ -98,10 +102,6 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
             " ORDER BY ts DESC"
         )
         args = (q.remote_service_name, lo, hi, *scope_args, *duration_args)
-    elif q.annotation_query and not service:
-        key = next(iter(q.annotation_query))
-        sql = "SELECT trace_low FROM span_tags WHERE key = ? AND ts BETWEEN ? AND ? ORDER BY ts DESC"
-        args = (key, lo, hi)
     elif service:
         sql = f"SELECT trace_low FROM spans WHERE service = ? AND ts BETWEEN ? AND ?{duration_sql} ORDER BY ts DESC"
         args = (service, lo, hi, *duration_args)
@@ -111,6 +111,29 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
         sql = f"SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ?{name_sql}{duration_sql} ORDER BY ts DESC"
         args = (lo, hi, *name_args, *duration_args)
     for (low,) in conn.execute(sql, args):
+        yield low
+
+
+_TAG_SQL = "SELECT ts, trace_low FROM span_tags WHERE h = ? AND ts BETWEEN ? AND ? ORDER BY ts DESC"
+
+
+def _tag_candidates(
+    conn: apsw.Connection, key: str, value: str, service: str | None, lo: int, hi: int
+) -> Iterator[int]:
+    """Traces with ``key=value`` (on ``service``'s spans), newest first: one range of the index,
+    or without a service one range per known service, merged."""
+    if service:
+        services: list[str | None] = [service]
+    else:
+        services = [row[0] for row in conn.execute("SELECT service FROM service_names")]
+        if len(services) > MAX_TAG_MERGE:
+            sql = "SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ? ORDER BY ts DESC"
+            for (low,) in conn.execute(sql, (lo, hi)):
+                yield low
+            return
+        services.append(None)  # spans without a service
+    ranges = [conn.execute(_TAG_SQL, (tag_hash(s, key, value), lo, hi)) for s in services]
+    for _ts, low in heapq.merge(*ranges, key=lambda row: -row[0]):
         yield low
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 import orjson
 
@@ -26,12 +27,18 @@ def trace_low(trace_id: str) -> int:
     return low - (1 << 64) if low >= _SIGN else low
 
 
+def tag_hash(service: str | None, key: str, value: str) -> int:
+    """The ``span_tags`` key of a (service, tag key, value); an annotation is (service, text, '')."""
+    data = f"{service or ''}\x00{key}\x00{value}".encode()
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
 @dataclass(slots=True)
 class Batch:
     """One request's spans, ready for the writer: span rows plus the index rows they imply."""
 
     spans: list[tuple] = field(default_factory=list)
-    tags: list[tuple] = field(default_factory=list)
+    tags: list[tuple] = field(default_factory=list)  # (tag_hash, ts, trace_low)
     llm: list[tuple | None] = field(default_factory=list)  # aligned with spans
     services: set[str] = field(default_factory=set)
     span_names: set[tuple[str, str]] = field(default_factory=set)
@@ -103,7 +110,7 @@ def build_batch(
                 marker = (low, service, key, value)
                 if marker not in seen_tags:
                     seen_tags.add(marker)
-                    batch.tags.append((key, value, ts, service, low))
+                    batch.tags.append((tag_hash(service, key, value), ts, low))
                 if key in autocomplete_keys:
                     batch.autocomplete.add((key, value))
         for annotation in span.get("annotations", ()):
@@ -111,5 +118,5 @@ def build_batch(
             marker = (low, service, text, "")
             if len(text) <= MAX_INDEXED_VALUE and marker not in seen_tags:
                 seen_tags.add(marker)
-                batch.tags.append((text, "", ts, service, low))
+                batch.tags.append((tag_hash(service, text, ""), ts, low))
     return batch

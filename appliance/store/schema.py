@@ -31,18 +31,20 @@ CREATE TABLE spans (
 CREATE INDEX spans_trace ON spans (trace_low);
 CREATE INDEX spans_service_ts ON spans (service, ts);
 CREATE INDEX spans_service_name_ts ON spans (service, name, ts);
-CREATE INDEX spans_remote_ts ON spans (remote_service, ts);
+CREATE INDEX spans_remote_ts ON spans (remote_service, ts) WHERE remote_service IS NOT NULL;
 CREATE INDEX spans_ts ON spans (ts);
 
--- One row per distinct (trace, service, tag key, value) and per annotation value, for annotationQuery.
+-- annotationQuery's index: one row per distinct (trace, service, tag key=value) and (trace,
+-- service, annotation), keyed by a 64-bit hash of (service, key, value) (``rows.tag_hash``; an
+-- annotation's text is the key, its value ''). Integers only and clustered on the key, so a search
+-- is one backwards range scan and a row costs ~30 bytes; a hash collision only adds a candidate,
+-- which the exact test on the whole trace drops.
 CREATE TABLE span_tags (
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,       -- '' for an annotation, whose text is in key
+    h INTEGER NOT NULL,
     ts INTEGER NOT NULL,
-    service TEXT,
-    trace_low INTEGER NOT NULL
-);
-CREATE INDEX span_tags_key_value_ts ON span_tags (key, value, ts);
+    trace_low INTEGER NOT NULL,
+    PRIMARY KEY (h, ts, trace_low)
+) WITHOUT ROWID;
 
 CREATE TABLE service_names (service TEXT PRIMARY KEY, last_ts INTEGER) WITHOUT ROWID;
 CREATE TABLE span_names (service TEXT, name TEXT, last_ts INTEGER, PRIMARY KEY (service, name)) WITHOUT ROWID;
