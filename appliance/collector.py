@@ -8,10 +8,12 @@ acknowledged only after its spans are committed; a request that fails anywhere s
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from aiohttp import web
-from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS
-from tracebox.appliance.body import BodyError, media_type, read_body
+
+from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
+from tracebox.appliance.body import INFLIGHT, Admitted, BodyError, media_type, read_body
 from tracebox.appliance.codecs import otlp
 from tracebox.appliance.codecs.zipkin_json import decode_v2
 from tracebox.appliance.codecs.zipkin_proto import decode_proto
@@ -49,12 +51,33 @@ async def post_spans_v1(request: web.Request) -> web.Response:
     return await _zipkin(request, _zipkin_v1_decoder)
 
 
+def _admit(request: web.Request) -> AbstractContextManager[Admitted]:
+    """Refuse before reading the body when the writer's queue is full (its spans would be refused
+    after decoding anyway) or too many bodies are in flight (limits); else hold the body's bytes."""
+    settings = request.app[SETTINGS]
+    if request.app[STORE].writer.pending_spans >= settings.max_pending_spans:
+        raise Overloaded(retry_after=1.0)
+    return INFLIGHT.admit(request.content_length, settings.max_body_bytes)
+
+
 async def _zipkin(request: web.Request, pick_decoder: Callable[[str], Decoder]) -> web.Response:
+    try:
+        with _admit(request) as held:
+            return await _zipkin_admitted(request, pick_decoder, held)
+    except Overloaded as exc:
+        request.app[METRICS].count("http", messages_dropped=1)
+        return _text(429, str(exc), exc.retry_after)
+
+
+async def _zipkin_admitted(
+    request: web.Request, pick_decoder: Callable[[str], Decoder], held: Admitted
+) -> web.Response:
     app = request.app
     metrics = app[METRICS]
     try:
         decoder = pick_decoder(media_type(request))
         body = await read_body(request, app[SETTINGS].max_body_bytes)
+        held.grow_to(len(body))
         metrics.count("http", messages=1, bytes=len(body))
         spans = decoder(body)
     except (BodyError, DecodeError) as exc:
@@ -71,9 +94,18 @@ async def _zipkin(request: web.Request, pick_decoder: Callable[[str], Decoder]) 
 
 async def post_otlp(request: web.Request) -> web.Response:
     """OTLP/HTTP: 200 with an ExportTraceServiceResponse (partial success when spans were rejected)."""
+    content_type = media_type(request)
+    try:
+        with _admit(request) as held:
+            return await _otlp_admitted(request, content_type, held)
+    except Overloaded as exc:
+        request.app[METRICS].count("otlp-http", messages_dropped=1)
+        return _status(content_type, 429, RESOURCE_EXHAUSTED, str(exc), exc.retry_after)
+
+
+async def _otlp_admitted(request: web.Request, content_type: str, held: Admitted) -> web.Response:
     app = request.app
     metrics = app[METRICS]
-    content_type = media_type(request)
     try:
         if content_type == PROTOBUF:
             decoder = otlp.decode_otlp_protobuf
@@ -84,6 +116,7 @@ async def post_otlp(request: web.Request) -> web.Response:
                 415, f"Unsupported Content-Type {content_type!r}: send {PROTOBUF} or application/json"
             )
         body = await read_body(request, app[SETTINGS].max_body_bytes)
+        held.grow_to(len(body))
         metrics.count("otlp-http", messages=1, bytes=len(body))
         batch = decoder(body)
     except (BodyError, DecodeError) as exc:

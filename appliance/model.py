@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from tracebox.appliance import limits
+
 KINDS = frozenset(("CLIENT", "SERVER", "PRODUCER", "CONSUMER"))
 _HEX = frozenset("0123456789abcdef")
 _ZERO16 = "0" * 16
@@ -43,6 +45,23 @@ class DecodeError(ValueError):
 
 class SpanError(DecodeError):
     """One span that cannot be accepted."""
+
+
+class TooManySpans(DecodeError):
+    """A request over ``limits.MAX_SPANS_PER_REQUEST``: answered with 413."""
+
+    status = 413
+
+
+def check_span_count(count: int) -> None:
+    problem = limits.span_count_problem(count)
+    if problem:
+        raise TooManySpans(problem)
+
+
+def _check(problem: str | None) -> None:
+    if problem:
+        raise SpanError(problem)
 
 
 def normalize_trace_id(value: Any) -> str:
@@ -95,6 +114,7 @@ def _endpoint(service: Any, ipv4: Any, ipv6: Any, port: Any) -> tuple[tuple[str,
         if not isinstance(service, str):
             raise SpanError(f"serviceName should be a string, got {_show(service)}")
         if service:
+            _check(limits.name_problem(service, "serviceName"))
             out.append(("serviceName", service.lower()))
     for raw in (ipv4, ipv6):
         if raw in (None, ""):
@@ -135,9 +155,10 @@ def tag_value(value: Any) -> str | None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    try:
         return orjson.dumps(value).decode()
-    return orjson.dumps(value).decode()
+    except TypeError:  # nested deeper than orjson writes, or an integer past 64 bits
+        raise SpanError(f"tag value cannot be stored as JSON text: {_show(value)}") from None
 
 
 def normalize_span(raw: Any) -> Span:
@@ -166,6 +187,7 @@ def normalize_span(raw: Any) -> Span:
         if not isinstance(name, str):
             raise SpanError(f"name should be a string, got {_show(name)}")
         if name:
+            _check(limits.name_problem(name, "name"))
             span["name"] = name.lower()
     timestamp = _positive_int(raw.get("timestamp"), "timestamp")
     if timestamp:
@@ -186,6 +208,7 @@ def normalize_span(raw: Any) -> Span:
             raise SpanError(f"tags should be an object of strings, got {_show(tags)}")
         clean = {str(k): v for k, v in ((k, tag_value(v)) for k, v in tags.items()) if v is not None}
         if clean:
+            _check(limits.tags_problem(clean))
             span["tags"] = clean
     if raw.get("debug") is True:
         span["debug"] = True
@@ -203,6 +226,7 @@ def _annotations(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise SpanError(f"annotations should be a list, got {_show(value)}")
     seen: set[tuple[int, str]] = set()
+    longest = ""
     for item in value:
         if not isinstance(item, dict):
             raise SpanError(f"annotation should be an object, got {_show(item)}")
@@ -211,6 +235,9 @@ def _annotations(value: Any) -> list[dict[str, Any]]:
         if timestamp is None or not isinstance(text, str) or not text:
             raise SpanError(f"Incomplete annotation: {_show(item)}")
         seen.add((timestamp, text))
+        if len(text) > len(longest):
+            longest = text
+    _check(limits.annotations_problem(len(seen), longest))
     return [{"timestamp": t, "value": v} for t, v in sorted(seen)]
 
 

@@ -12,12 +12,15 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from tracebox.appliance import limits
 from tracebox.appliance.model import Span
 
 DEFAULT_LIMIT = 10
 DEFAULT_LOOKBACK_MS = 86_400_000
 MAX_LIMIT = 10_000
 MAX_ANNOTATION_TERMS = 32
+#: The latest endTs whose microseconds still fit SQLite's 64-bit integers; later ones are clamped.
+MAX_END_TS_MS = (2**63 - 1) // 1000
 
 
 class QueryError(ValueError):
@@ -45,11 +48,16 @@ class QueryRequest:
     def from_params(
         cls, params: Mapping[str, str], default_lookback: int = DEFAULT_LOOKBACK_MS
     ) -> QueryRequest:
+        for key, value in params.items():
+            problem = limits.query_param_problem(key, value)
+            if problem:
+                raise QueryError(problem)
         end_ts = _int(params, "endTs")
         if end_ts is None:
             end_ts = int(time.time() * 1000)
         elif end_ts <= 0:
             raise QueryError("endTs <= 0")
+        end_ts = min(end_ts, MAX_END_TS_MS)
         lookback = _int(params, "lookback")
         if lookback is None:
             lookback = default_lookback

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from tracebox.appliance import api, collector, ops
+from tracebox.appliance import api, collector, limits, ops
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.config import Settings
 from tracebox.appliance.ingest import Ingest
@@ -109,8 +109,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     store = open_store(settings)
     app = create_app(settings, store)
     # auto_decompress off: tracebox inflates bodies itself, with a cap that defeats gzip bombs.
+    # keepalive_timeout also closes connections that never finish sending their headers (limits).
     runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=10.0, handle_signals=False, auto_decompress=False
+        app,
+        access_log=None,
+        shutdown_timeout=10.0,
+        handle_signals=False,
+        auto_decompress=False,
+        keepalive_timeout=limits.IDLE_TIMEOUT_S,
     )
     await runner.setup()
     try:

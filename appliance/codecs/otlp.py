@@ -32,7 +32,6 @@ type as JSON-ready Python values: string → ``str``, bool → ``bool``, int →
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +44,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from tracebox.appliance.model import DecodeError, Span, SpanError, normalize_span
+
+from tracebox.appliance.model import DecodeError, Span, SpanError, check_span_count, normalize_span
 
 __all__ = [
     "OtlpBatch",
@@ -332,6 +332,7 @@ def decode_otlp_protobuf(body: bytes) -> OtlpBatch:
 
 
 def decode_otlp_request(request: ExportTraceServiceRequest) -> OtlpBatch:
+    check_span_count(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
     batch = OtlpBatch()
     rejections = _Rejections()
     append = batch.spans.append
@@ -430,6 +431,7 @@ def _pb_value(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
+_INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1  # int64 and uint64 fields share one reader
 _SPAN_KIND_NAMES = {f"SPAN_KIND_{n}": i for i, n in enumerate(("UNSPECIFIED", "INTERNAL", *_KINDS[2:]))}
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
@@ -462,6 +464,7 @@ def decode_otlp_json(body: bytes) -> OtlpBatch:
     batch = OtlpBatch()
     rejections = _Rejections()
     append = batch.spans.append
+    total = 0
     try:
         for resource_spans in _list(data, "resourceSpans"):
             resource = _object(resource_spans, "resource")
@@ -478,7 +481,10 @@ def decode_otlp_json(body: bytes) -> OtlpBatch:
                     _int(_get(scope, "droppedAttributesCount", 0)),
                     _str(_get(scope_spans, "schemaUrl", "")),
                 )
-                for span in _list(scope_spans, "spans"):
+                spans = _list(scope_spans, "spans")
+                total += len(spans)
+                check_span_count(total)
+                for span in spans:
                     try:
                         append(_json_span(ctx, span))
                     except SpanError as exc:
@@ -625,17 +631,22 @@ def _str(value: Any) -> str:
 
 
 def _int(value: Any) -> int:
-    """int64 fields arrive as JSON numbers or as decimal strings."""
+    """int64 fields arrive as JSON numbers or as decimal strings; none is wider than 64 bits."""
+    number: int | None = None
     if type(value) is int:
-        return value
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, str):
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
-            pass
+            number = None
     elif isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise SpanError(f"expected an integer, got {value!r:.60}")
+        number = int(value)
+    if number is None:
+        raise SpanError(f"expected an integer, got {value!r:.60}")
+    if not _INT_MIN <= number <= _UINT_MAX:
+        raise SpanError(f"integer out of the 64-bit range: {value!r:.60}")
+    return number
 
 
 def _double(value: Any) -> float:
@@ -655,7 +666,7 @@ def _enum(value: Any, names: dict[str, int]) -> int:
 def _base64(value: Any) -> str:
     try:
         raw = base64.b64decode(_str(value).replace("-", "+").replace("_", "/") + "==")
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII string
         raise SpanError(f"bytesValue should be base64, got {value!r:.60}") from None
     return base64.b64encode(raw).decode()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import orjson
-from tracebox.appliance.model import DecodeError, Span, normalize_span
+
+from tracebox.appliance.model import DecodeError, Span, check_span_count, normalize_span
 
 
 def decode_v2(body: bytes) -> list[Span]:
@@ -16,6 +17,7 @@ def decode_v2(body: bytes) -> list[Span]:
         raise DecodeError(f"Malformed reading List<Span> from json: {exc}") from None
     if not isinstance(data, list):
         raise DecodeError("Expected a JSON_V2 encoded list")
+    check_span_count(len(data))
     return [normalize_span(item) for item in data]
 
 

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
-from tracebox.appliance.model import DecodeError, Span, SpanError, normalize_span
+
+from tracebox.appliance.model import DecodeError, Span, SpanError, check_span_count, normalize_span
 
 _KINDS = (None, "CLIENT", "SERVER", "PRODUCER", "CONSUMER")
 _KIND_NUMBERS = {kind: number for number, kind in enumerate(_KINDS) if kind}
@@ -99,6 +100,7 @@ def decode_proto(body: bytes) -> list[Span]:
         spans = ListOfSpans.FromString(body).spans
     except message.DecodeError as exc:
         raise DecodeError(_diagnose(bytes(body)) or f"Malformed protobuf: {exc} reading List<Span>") from None
+    check_span_count(len(spans))
     return [_span(span, index) for index, span in enumerate(spans)]
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import orjson
+
 from tracebox.appliance.model import (
     DecodeError,
     Span,
     SpanError,
+    check_span_count,
     normalize_endpoint,
     normalize_span,
     normalize_span_id,
@@ -74,7 +76,10 @@ def decode_v1(body: bytes) -> list[Span]:
         raise DecodeError(f"Malformed reading List<Span> from json: {exc}") from None
     if not isinstance(data, list):
         raise DecodeError("Expected a JSON_V1 encoded list")
-    return [normalize_span(span) for item in data for span in _Converter(_read_span(item)).convert()]
+    check_span_count(len(data))
+    spans = [normalize_span(span) for item in data for span in _Converter(_read_span(item)).convert()]
+    check_span_count(len(spans))
+    return spans
 
 
 def _read_span(raw: Any) -> _V1Span:
