@@ -176,5 +176,38 @@ def bench(
     )
 
 
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--url", default="http://127.0.0.1:9411", show_default=True, help="The tracebox to send to.")
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 100_000))
+def replay(files: tuple[str, ...], url: str, batch_size: int) -> None:
+    """Post captured spans (Zipkin JSON, OTLP JSON, JSON Lines; .gz ok) in timestamp order.
+
+    The anomaly engine works in event time, so a replay of yesterday raises the alerts living
+    through yesterday would have.
+    """
+    from pathlib import Path
+
+    from tracebox.appliance.model import DecodeError
+    from tracebox.appliance.replay import replay as run_replay
+
+    def progress(done: int) -> None:
+        click.echo(f"\r  {done:,} spans sent", nl=False, err=True)
+
+    try:
+        report = asyncio.run(
+            run_replay(url.rstrip("/"), [Path(f) for f in files], batch_size=batch_size, progress=progress)
+        )
+    except DecodeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"\n{report.spans_acknowledged:,} of {report.spans_sent:,} spans stored at {url}"
+        + (f"; failures: {'; '.join(report.errors)}" if report.errors else ""),
+        err=True,
+    )
+    if not report.ok:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
     main()

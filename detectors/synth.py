@@ -226,7 +226,18 @@ class Traffic:
                 "openai",
                 False,
             )
-            span["tags"] = {"gen_ai.request.model": model, "user.id": user}
+            # the same call as OpenTelemetry GenAI attributes, so the server extracts what ``llm`` says
+            span["tags"] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": llm["provider"],
+                "gen_ai.request.model": model,
+                "gen_ai.response.model": model,
+                "gen_ai.usage.input_tokens": str(llm["input_tokens"]),
+                "gen_ai.usage.output_tokens": str(outputs),
+                "gen_ai.usage.cost": repr(llm["cost_usd"]),
+                "gen_ai.response.finish_reasons": f'["{reason}"]',
+                "user.id": user,
+            }
             out.append((span, llm))
             t += duration
         duration = t - ts + 5_000
