@@ -9,13 +9,16 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from tracebox.appliance import api, collector, limits, ops
+
+from tracebox.appliance import api, collector, limits, llm_api, ops
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.config import Settings
 from tracebox.appliance.ingest import Ingest
+from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.metrics import Metrics
 from tracebox.appliance.otlp_grpc import start_grpc_server
 from tracebox.appliance.sampling import CollectorSampler
+from tracebox.appliance.selftrace import self_tracing_middleware
 from tracebox.appliance.store import Store
 from tracebox.web import routes as web_routes
 
@@ -30,12 +33,14 @@ def open_store(settings: Settings) -> Store:
         fsync=settings.fsync,
         max_pending_spans=settings.max_pending_spans,
         autocomplete_keys=settings.autocomplete_key_list,
+        llm_fields=llm_row_builder(settings.sections.get("prices")),
     )
 
 
 def create_app(settings: Settings, store: Store) -> web.Application:
     app = web.Application(
-        middlewares=[cors_middleware, errors_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[cors_middleware, errors_middleware, *_optional_middlewares(settings, store)],
+        client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[STORE] = store
@@ -57,8 +62,34 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     api.add_routes(app, "/api/v2")
     api.add_routes(app, "/zipkin/api/v2")
     ops.add_routes(app)
+    llm_api.add_routes(app)
+    if settings.engine:
+        add_engine(app, settings, store)
     web_routes.add_routes(app)
     return app
+
+
+def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
+    """The anomaly engine runs beside the server, started and stopped with it."""
+    from tracebox.detectors import http as engine_http
+    from tracebox.detectors.config import EngineConfig
+    from tracebox.detectors.runner import EngineRunner
+
+    runner = app[engine_http.RUNNER] = EngineRunner(store, EngineConfig.from_dict(settings.sections.get("detectors")))
+    engine_http.add_routes(app)
+
+    async def start(_app: web.Application) -> None:
+        await runner.start()
+
+    async def stop(_app: web.Application) -> None:
+        await runner.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
+def _optional_middlewares(settings: Settings, store: Store) -> list:
+    return [self_tracing_middleware(store)] if settings.self_tracing else []
 
 
 @web.middleware
