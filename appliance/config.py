@@ -80,7 +80,7 @@ class Settings:
     engine: bool = True
     public_url: str = ""
     log_level: str = "info"
-    #: Sections of the config file that other parts read (prices, detectors, alerts, ...).
+    #: Tables of the config file that other parts read (prices, detectors, alerts, redact, ...).
     sections: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,13 +150,17 @@ def load_settings(
             values[option.name] = convert(option, env[option.zipkin_env], option.zipkin_env)
         elif option.name in file_values:
             values[option.name] = convert(option, file_values[option.name], str(config_file))
-    sections = {k: v for k, v in file_values.items() if isinstance(v, dict)}
+    sections = {k: v for k, v in file_values.items() if isinstance(v, dict) or _is_table_array(v)}
     unknown = set(file_values) - set(_BY_NAME) - set(sections)
     if unknown:
         raise ConfigError(f"config file {config_file} has unknown keys: {', '.join(sorted(unknown))}")
     settings = Settings(**values, sections=sections)
     _validate(settings)
     return settings
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
 def _validate(settings: Settings) -> None:
