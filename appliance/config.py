@@ -53,6 +53,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_pending_spans", "Spans queued for the writer before ingest answers 429/503."),
     Option("self_tracing", "Trace tracebox's own query API into itself.", "SELF_TRACING_ENABLED"),
     Option("engine", "Run the anomaly engine (latency, error, token-cost and finish-reason alerts)."),
+    Option("auth_token", "Bearer token required by the UI and query API (default: none)."),
+    Option("auth_basic", "user:password for basic auth on the UI and query API (browsers prompt for it)."),
+    Option("ingest_token", "Bearer token required to send spans (Zipkin, OTLP/HTTP, OTLP/gRPC)."),
+    Option("tls_cert", "PEM certificate file: serve HTTPS and OTLP/gRPC over TLS (with --tls-key)."),
+    Option("tls_key", "PEM private key file for --tls-cert."),
     Option("public_url", "Base URL of this tracebox for links in alerts (default http://host:port)."),
     Option("log_level", "Logging level: debug, info, warning, error."),
 )
@@ -78,6 +83,11 @@ class Settings:
     max_pending_spans: int = 200_000
     self_tracing: bool = False
     engine: bool = True
+    auth_token: str = field(default="", repr=False)
+    auth_basic: str = field(default="", repr=False)
+    ingest_token: str = field(default="", repr=False)
+    tls_cert: str = ""
+    tls_key: str = ""
     public_url: str = ""
     log_level: str = "info"
     #: Tables of the config file that other parts read (prices, detectors, alerts, redact, ...).
@@ -96,7 +106,7 @@ class Settings:
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
 
 
 class ConfigError(ValueError):
@@ -172,6 +182,10 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} should be a port number 0-65535, got {port}")
     if settings.max_body_bytes <= 0:
         raise ConfigError("max_body_bytes should be positive")
+    if settings.auth_basic and ":" not in settings.auth_basic:
+        raise ConfigError("auth_basic should be user:password")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: give both or neither")
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
 from tracebox.appliance.codecs.otlp import (
     decode_otlp_protobuf,
     encode_retry_info,
@@ -23,6 +24,7 @@ from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.model import DecodeError, Span
 
 Accept = Callable[[list[Span], str], Awaitable[None]]
+Authorize = Callable[[tuple | None], bool]
 
 SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 TRANSPORT = "otlp-grpc"
@@ -34,10 +36,15 @@ _PROTOBUF = "application/x-protobuf"
 class TraceService:
     """The Export method; ``accept`` stores the decoded spans or raises ``Overloaded``/``StoreUnavailable``."""
 
-    def __init__(self, accept: Accept) -> None:
+    def __init__(self, accept: Accept, authorize: Authorize | None = None) -> None:
         self._accept = accept
+        self._authorize = authorize
 
     async def export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if self._authorize is not None and not self._authorize(context.invocation_metadata()):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "send authorization: Bearer <ingest token> metadata"
+            )
         try:
             batch = decode_otlp_protobuf(body)
         except DecodeError as exc:
@@ -69,19 +76,31 @@ async def _abort_unavailable(context: grpc.aio.ServicerContext, message: str, re
 
 
 async def start_grpc_server(
-    host: str, port: int, accept: Accept, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    host: str,
+    port: int,
+    accept: Accept,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    authorize: Authorize | None = None,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> grpc.aio.Server:
-    """Bind and start the OTLP/gRPC server; port 0 picks a free port. The bound port is ``server.port``."""
+    """Bind and start the OTLP/gRPC server; port 0 picks a free port. The bound port is ``server.port``.
+
+    ``tls`` is (PEM certificate chain, PEM private key) to serve over TLS instead of plaintext.
+    """
     server = grpc.aio.server(
         options=(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         )
     )
-    server.add_generic_rpc_handlers((TraceService(accept).handler(),))
+    server.add_generic_rpc_handlers((TraceService(accept, authorize).handler(),))
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, grpc.ssl_server_credentials([(tls[1], tls[0])]))
     except RuntimeError as exc:  # grpc's way of saying the address is taken or unusable
         raise OSError(f"cannot bind OTLP/gRPC to {address}: {exc}") from None
     await server.start()

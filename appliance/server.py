@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 
 from tracebox.appliance import api, collector, limits, llm_api, ops
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
-from tracebox.appliance.config import Settings
+from tracebox.appliance.auth import Credentials, auth_middleware, grpc_authorized
+from tracebox.appliance.config import ConfigError, Settings
 from tracebox.appliance.ingest import Ingest
 from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.metrics import Metrics
 from tracebox.appliance.otlp_grpc import start_grpc_server
+from tracebox.appliance.redaction import parse_rules
 from tracebox.appliance.sampling import CollectorSampler
 from tracebox.appliance.selftrace import self_tracing_middleware
 from tracebox.appliance.store import Store
@@ -45,7 +49,8 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     app[SETTINGS] = settings
     app[STORE] = store
     metrics = app[METRICS] = Metrics()
-    app[INGEST] = Ingest(store, CollectorSampler(settings.sample_rate), metrics)
+    redact = parse_rules(settings.sections.get("redact"), salt=store.instance_secret)
+    app[INGEST] = Ingest(store, CollectorSampler(settings.sample_rate), metrics, redact)
     metrics.gauge(
         "tracebox_writer_queue_spans", "Spans waiting for the writer.", lambda: store.writer.pending_spans
     )
@@ -75,7 +80,9 @@ def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
     from tracebox.detectors.config import EngineConfig
     from tracebox.detectors.runner import EngineRunner
 
-    runner = app[engine_http.RUNNER] = EngineRunner(store, EngineConfig.from_dict(settings.sections.get("detectors")))
+    runner = app[engine_http.RUNNER] = EngineRunner(
+        store, EngineConfig.from_dict(settings.sections.get("detectors"))
+    )
     engine_http.add_routes(app)
 
     async def start(_app: web.Application) -> None:
@@ -89,7 +96,36 @@ def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
 
 
 def _optional_middlewares(settings: Settings, store: Store) -> list:
-    return [self_tracing_middleware(store)] if settings.self_tracing else []
+    middlewares = []
+    query, ingest = access(settings)
+    if query or ingest:
+        middlewares.append(auth_middleware(query, ingest))
+    if settings.self_tracing:
+        middlewares.append(self_tracing_middleware(store))
+    return middlewares
+
+
+def access(settings: Settings) -> tuple[Credentials, Credentials]:
+    """(UI and query API credentials, ingest credentials) from the settings."""
+    return Credentials(settings.auth_token, settings.auth_basic), Credentials(settings.ingest_token)
+
+
+def _pem_pair(settings: Settings) -> tuple[bytes, bytes] | None:
+    if not settings.tls_cert:
+        return None
+    with open(settings.tls_cert, "rb") as cert, open(settings.tls_key, "rb") as key:
+        return cert.read(), key.read()
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+    return context
 
 
 @web.middleware
@@ -138,7 +174,12 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then drain in-flight requests and the write queue."""
     stop = stop or asyncio.Event()
     store = open_store(settings)
-    app = create_app(settings, store)
+    try:
+        app = create_app(settings, store)
+        tls = tls_context(settings)
+    except ConfigError as exc:
+        store.close()
+        raise SystemExit(f"tracebox: {exc}") from None
     # auto_decompress off: tracebox inflates bodies itself, with a cap that defeats gzip bombs.
     # keepalive_timeout also closes connections that never finish sending their headers (limits).
     runner = web.AppRunner(
@@ -151,11 +192,13 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     )
     await runner.setup()
     try:
-        main_site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        main_site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, ssl_context=tls)
         await main_site.start()
         ports = {"http": bound_port(main_site)}
         if settings.otlp_http_port:
-            otlp_site = web.TCPSite(runner, settings.host, settings.otlp_http_port, backlog=1024)
+            otlp_site = web.TCPSite(
+                runner, settings.host, settings.otlp_http_port, backlog=1024, ssl_context=tls
+            )
             await otlp_site.start()
             ports["otlp-http"] = bound_port(otlp_site)
         grpc_server = None
@@ -165,6 +208,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 settings.otlp_grpc_port,
                 app[INGEST].accept,
                 max_message_bytes=settings.max_body_bytes,
+                authorize=partial(grpc_authorized, access(settings)[1]),
+                tls=_pem_pair(settings),
             )
             ports["otlp-grpc"] = grpc_server.port
     except OSError as exc:
@@ -179,7 +224,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     listening = " ".join(f"{name}={settings.host}:{port}" for name, port in ports.items())
     print(f"tracebox ready: {listening} db={store.path}", flush=True)
-    print(f"  UI and Zipkin API: http://{settings.host}:{ports['http']}/", flush=True)
+    scheme = "https" if tls else "http"
+    print(f"  UI and Zipkin API: {scheme}://{settings.host}:{ports['http']}/", flush=True)
     try:
         await stop.wait()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,15 @@ def connect(
     return conn
 
 
+def instance_secret(conn: apsw.Connection) -> str:
+    """A random secret made once per database; it salts redaction hashes, so they stay stable."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('instance_secret', ?) ON CONFLICT (key) DO NOTHING",
+        (secrets.token_hex(16),),
+    )
+    return conn.execute("SELECT value FROM meta WHERE key = 'instance_secret'").fetchall()[0][0]
+
+
 class Store:
     def __init__(
         self,
@@ -62,6 +72,7 @@ class Store:
         self._write_conn = connect(self.path, synchronous=self._synchronous)
         self.schema_version = migrate(self._write_conn)
         self.consumer = SpanConsumer(self._write_conn)
+        self.instance_secret = instance_secret(self._write_conn)
         self.writer = Writer(self._write_conn, max_pending_spans=max_pending_spans)
         self.writer.on_failure.append(self.consumer.forget_names)
         self.autocomplete_keys = frozenset(autocomplete_keys)
