@@ -79,7 +79,7 @@ _LANGFUSE_USAGE = {
 }
 _LANGFUSE_MODEL = "langfuse.observation.model.name"
 # An LLM call names its provider or model under one of these; a span with none is not one.
-_MODEL_KEYS = (*PROVIDER, *REQUEST_MODEL, *RESPONSE_MODEL, _LANGFUSE_MODEL)
+_MODEL_KEYS = frozenset((*PROVIDER, *REQUEST_MODEL, *RESPONSE_MODEL, _LANGFUSE_MODEL))
 
 _DEFAULT_PRICER = Pricer()
 
@@ -90,8 +90,8 @@ def extract_llm(span: Span, pricer: Pricer = _DEFAULT_PRICER) -> dict[str, Any] 
     if not tags:
         return None
     typed = (span.get("otel") or {}).get("attributes") or {}
-    if not any(key in tags or key in typed for key in _MODEL_KEYS):
-        return None  # the common case, decided in a few dict lookups
+    if _MODEL_KEYS.isdisjoint(tags) and (not typed or _MODEL_KEYS.isdisjoint(typed)):
+        return None  # the common case, decided in one set operation
     values = _Values(typed, tags)
     if any(_text(values.first((key,))) in kinds for key, kinds in _NOT_MODEL_CALLS.items()):
         return None

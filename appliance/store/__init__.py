@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import apsw
 
 from tracebox.appliance.model import Span
+from tracebox.appliance.store.checkpoint import WRITER_BACKSTOP_PAGES, Checkpointer
 from tracebox.appliance.store.consumer import SpanConsumer
 from tracebox.appliance.store.rows import Batch, build_batch
 from tracebox.appliance.store.schema import migrate
@@ -73,6 +74,8 @@ class Store:
         self.schema_version = migrate(self._write_conn)
         self.consumer = SpanConsumer(self._write_conn)
         self.instance_secret = instance_secret(self._write_conn)
+        self._write_conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_BACKSTOP_PAGES}")
+        self._checkpointer = Checkpointer(lambda: connect(self.path, synchronous=self._synchronous))
         self.writer = Writer(self._write_conn, max_pending_spans=max_pending_spans)
         self.writer.on_failure.append(self.consumer.forget_names)
         self.autocomplete_keys = frozenset(autocomplete_keys)
@@ -142,6 +145,7 @@ class Store:
     def close(self) -> None:
         """Drain the writer (everything queued is committed), then close all connections."""
         self.writer.close()
+        self._checkpointer.close()
         self._readers.shutdown(wait=True)
         for conn in self._read_conns:
             conn.close()

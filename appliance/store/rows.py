@@ -29,8 +29,18 @@ def trace_low(trace_id: str) -> int:
 
 def tag_hash(service: str | None, key: str, value: str) -> int:
     """The ``span_tags`` key of a (service, tag key, value); an annotation is (service, text, '')."""
-    data = f"{service or ''}\x00{key}\x00{value}".encode()
-    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
+    marker = (service, key, value)
+    found = _HASHES.get(marker)
+    if found is None:
+        data = f"{service or ''}\x00{key}\x00{value}".encode()
+        found = int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
+        if len(_HASHES) >= 65_536:  # values repeat (methods, routes, models); ids do not
+            _HASHES.clear()
+        _HASHES[marker] = found
+    return found
+
+
+_HASHES: dict[tuple[str | None, str, str], int] = {}
 
 
 @dataclass(slots=True)
