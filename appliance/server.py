@@ -12,7 +12,7 @@ from functools import partial
 
 from aiohttp import web
 
-from tracebox.appliance import api, collector, limits, llm_api, ops
+from tracebox.appliance import api, collector, insights_api, limits, llm_api, ops
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.auth import Credentials, auth_middleware, grpc_authorized
 from tracebox.appliance.config import ConfigError, Settings
@@ -68,6 +68,7 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     api.add_routes(app, "/zipkin/api/v2")
     ops.add_routes(app)
     llm_api.add_routes(app)
+    insights_api.add_routes(app)
     if settings.engine:
         add_engine(app, settings, store)
     web_routes.add_routes(app)

@@ -481,3 +481,61 @@ def test_browser_pages_fit_a_narrow_screen(loaded, browser):
             _shot(page, name)
     finally:
         context.close()
+
+
+# -- trace insights -------------------------------------------------------------------------------
+
+
+def _n_plus_one_trace(traces: list[list[dict]]) -> tuple[str, list[str]]:
+    """A demo trace with an N+1 (computed here, independently of the server) and its span ids."""
+    from tracebox.appliance.insights import N_PLUS_ONE, analyse
+
+    for trace in traces:
+        for finding in analyse(trace):
+            if finding.kind == N_PLUS_ONE:
+                return trace[0]["traceId"], finding.span_ids
+    raise AssertionError("demo traffic has no N+1 trace")
+
+
+def test_search_marks_and_filters_traces_by_pattern(loaded):
+    server, traces = loaded
+    trace_id, _ = _n_plus_one_trace(traces)
+    body = server.get("/", lookback="1d", limit="200").text
+    assert 'data-pattern="n_plus_one"' in body
+    filtered = server.get("/", lookback="1d", limit="200", pattern="n_plus_one").text
+    ids = set(re.findall(r'href="/traces/([0-9a-f]+)"', filtered))
+    assert trace_id in ids
+    from tracebox.appliance.insights import N_PLUS_ONE, analyse
+
+    by_id = {t[0]["traceId"]: t for t in traces}
+    for found in ids:  # every result has the pattern, by the analyser run here
+        assert any(f.kind == N_PLUS_ONE for f in analyse(by_id[found]))
+    assert len(ids) < len(set(re.findall(r'href="/traces/([0-9a-f]+)"', body)))
+    assert server.get("/", pattern="bogus").status_code == 400
+
+
+def test_browser_trace_page_shows_findings_and_highlights_their_spans(loaded, page):
+    server, traces = loaded
+    trace_id, span_ids = _n_plus_one_trace(traces)
+    page.goto(f"{server.url}/traces/{trace_id}")
+    panel = page.locator("[data-testid=insights]")
+    assert panel.is_visible()
+    finding = panel.locator(".finding[data-kind=n_plus_one]")
+    assert finding.count() == 1
+    assert f"{len(span_ids)} times" in finding.inner_text()
+    assert panel.locator(".finding[data-kind=critical_path]").count() == 1
+    assert page.locator("#rows .row.ins .ins-mark", has_text="N+1").count() == len(span_ids)
+    finding.locator("button").click()
+    highlighted = page.locator("#rows .row.hl")
+    assert highlighted.count() == len(span_ids)
+    ids = set(
+        page.evaluate(
+            "Array.from(document.querySelectorAll('#rows .row.hl')).map((r) =>"
+            " JSON.parse(document.getElementById('trace-data').textContent).rows[+r.dataset.i].spans[0].id)"
+        )
+    )
+    assert ids == set(span_ids)
+    assert highlighted.first.is_visible()
+    _shot(page, "trace-insights")
+    finding.locator("button").click()  # a second click clears the highlight
+    assert page.locator("#rows .row.hl").count() == 0

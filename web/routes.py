@@ -21,7 +21,7 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from tracebox.appliance import __version__
+from tracebox.appliance import __version__, insights
 from tracebox.appliance.appkeys import SETTINGS, STORE
 from tracebox.appliance.linker import DependencyLinker
 from tracebox.appliance.model import SpanError, normalize_trace_id
@@ -55,6 +55,16 @@ SORTS = {
     "shortest": ("Shortest first", lambda s: s.duration_us),
     "spans": ("Most spans", lambda s: -s.span_count),
     "cost": ("Highest LLM cost", lambda s: -(s.llm_cost or 0)),
+}
+
+#: Short names of the insight patterns, for markers and the search filter.
+INSIGHT_SHORT = {
+    insights.N_PLUS_ONE: "N+1",
+    insights.SEQUENTIAL_FANOUT: "Sequential",
+    insights.QUEUING_GAP: "Gap",
+    insights.RETRY_STORM: "Retries",
+    insights.OVERSIZED_LLM_CONTEXT: "Big prompt",
+    insights.CRITICAL_PATH: "Critical path",
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -173,6 +183,9 @@ def parse_search(params: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, s
     form["errors"] = params.get("errors", "") not in ("", "0", "false", "off")
     form["lookback"] = _text(params, "lookback") or DEFAULT_LOOKBACK
     form["limit"] = _text(params, "limit") or str(DEFAULT_LIMIT)
+    form["pattern"] = params.get("pattern", "")
+    if form["pattern"] and form["pattern"] not in insights.PATTERNS:
+        raise fmt.ParamError(f"pattern must be one of {', '.join(insights.PATTERNS)}")
     form["sort"] = params.get("sort", "newest")
     if form["sort"] not in SORTS:
         raise fmt.ParamError(f"sort must be one of {', '.join(SORTS)}")
@@ -215,7 +228,9 @@ async def search(request: web.Request) -> web.Response:
     results: list[views.TraceSummary] = []
     if settings.search_enabled:
         services = await store.read(queries.service_names)
-        results = await store.read(views.search_summaries, query, settings.strict_trace_id)
+        results = await store.read(
+            views.search_summaries, query, settings.strict_trace_id, form["pattern"] or None
+        )
     results.sort(key=SORTS[form["sort"]][1])
     lo_us, hi_us = query.window_us
     return await render(
@@ -226,6 +241,8 @@ async def search(request: web.Request) -> web.Response:
         services=services,
         results=results,
         sorts={key: label for key, (label, _) in SORTS.items()},
+        patterns={kind: insights.LABELS[kind] for kind in insights.PATTERNS},
+        pattern_short=INSIGHT_SHORT,
         max_duration=max((r.duration_us for r in results), default=0),
         scatter=_scatter(results),
         window=(lo_us, hi_us),
@@ -278,9 +295,25 @@ async def find_trace(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(f"/traces/{_trace_id(raw)}")
 
 
-def _load_waterfall(conn, trace_id: str, strict: bool) -> waterfall.Waterfall | None:
+def _load_waterfall(conn, trace_id: str, strict: bool) -> tuple[waterfall.Waterfall | None, list]:
     spans, otel = views.trace_with_otel(conn, trace_id, strict)
-    return waterfall.build(trace_id, spans, otel, strict_trace_id=strict) if spans else None
+    if not spans:
+        return None, []
+    wf = waterfall.build(trace_id, spans, otel, strict_trace_id=strict)
+    return wf, views.trace_findings(conn, spans)
+
+
+def _insight_panel(wf: waterfall.Waterfall, findings: list) -> tuple[list[dict[str, Any]], dict[int, list]]:
+    """Each finding with the waterfall rows it involves, and per row the patterns that mark it."""
+    row_of = {span["id"]: row.index for row in wf.rows for span in row.spans}
+    panel, marks = [], {}
+    for n, finding in enumerate(findings):
+        rows = sorted({row_of[i] for i in finding.span_ids if i in row_of})
+        panel.append({"n": n, "finding": finding, "rows": rows, "short": INSIGHT_SHORT[finding.kind]})
+        if finding.kind != insights.CRITICAL_PATH:
+            for index in rows:
+                marks.setdefault(index, []).append(INSIGHT_SHORT[finding.kind])
+    return panel, {i: sorted(set(m)) for i, m in marks.items()}
 
 
 async def trace_page(request: web.Request) -> web.Response:
@@ -288,14 +321,17 @@ async def trace_page(request: web.Request) -> web.Response:
     trace_id = _trace_id(raw)
     settings, store = request.app[SETTINGS], request.app[STORE]
     started = time.perf_counter()
-    wf = await store.read(_load_waterfall, trace_id, settings.strict_trace_id)
+    wf, findings = await store.read(_load_waterfall, trace_id, settings.strict_trace_id)
     if wf is None:
         raise PageError(404, "Trace not found", f"No trace with id {trace_id} is stored.")
+    panel, marks = _insight_panel(wf, findings)
     return await render(
         request,
         "trace.html",
         title=f"{wf.root.service}: {wf.root.name}" if wf.root else trace_id,
         wf=wf,
+        insights=panel,
+        marks=marks,
         ticks=[(f * 100, fmt.duration(wf.duration_us * f)) for f in (0, 0.25, 0.5, 0.75, 1)],
         elapsed_ms=(time.perf_counter() - started) * 1000,
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracebox.appliance.genai import extract_llm
+from tracebox.appliance.insights.critical import critical_path
 from tracebox.appliance.trace import SpanNode, correct_clock_skew
 
 #: Traces with more rows than this open with their deeper levels collapsed.
@@ -189,20 +190,9 @@ def _attach(span: dict[str, Any], otel: dict[tuple[str, str | None], dict[str, A
 
 
 def _mark_critical_path(rows: list[Row]) -> None:
-    """Jaeger's critical path: from each top-level span's end, walk back through the child that
-    finished last before the cursor, then the one before that child started, and so on."""
-    stack = [(row.index, row.end) for row in rows if row.parent is None and row.duration]
-    while stack:
-        index, cap = stack.pop()
-        row = rows[index]
-        row.critical = True
-        cursor = min(row.end, cap)
-        kids = sorted((rows[i] for i in row.children if rows[i].duration), key=lambda r: r.end, reverse=True)
-        for kid in kids:
-            if kid.start >= cursor:
-                continue  # started after the cursor: work the parent did not wait for
-            stack.append((kid.index, cursor))
-            cursor = kid.start
+    """Jaeger's critical path, walked by the same code as the trace insights' (``insights.critical``)."""
+    for index in critical_path(rows):
+        rows[index].critical = True
 
 
 def _collapse_deep_levels(rows: list[Row]) -> None:

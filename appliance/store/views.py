@@ -7,18 +7,25 @@ Like ``queries``, each function takes a read connection first and runs off the e
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import apsw
 import orjson
 
+from tracebox.appliance import insights
 from tracebox.appliance.genai import extract_llm
+from tracebox.appliance.insights import analyse
+from tracebox.appliance.insights import store as insight_store
 from tracebox.appliance.model import Span, normalize_trace_id
 from tracebox.appliance.query import QueryRequest
 from tracebox.appliance.store import queries
 from tracebox.appliance.store.rows import trace_low
 
+#: With a pattern filter, search analyses up to this many times the limit of matching traces...
+PATTERN_SCAN = 10
+#: ... and never more than this many.
+MAX_PATTERN_SCAN = 2000
 #: Tag keys that mark a span worth asking ``extract_llm`` about (cheap pre-filter).
 _LLM_HINTS = ("gen_ai.", "llm.", "langfuse.")
 
@@ -35,6 +42,7 @@ class TraceSummary:
     services: list[tuple[str, int]] = field(default_factory=list)
     llm_calls: int = 0
     llm_cost: float | None = None
+    patterns: list[str] = field(default_factory=list)  # trace insight kinds found (``insights.PATTERNS``)
 
 
 def summarize(spans: list[Span]) -> TraceSummary:
@@ -69,9 +77,32 @@ def summarize(spans: list[Span]) -> TraceSummary:
     )
 
 
-def search_summaries(conn: apsw.Connection, request: QueryRequest, strict: bool) -> list[TraceSummary]:
-    """``queries.get_traces`` reduced to summaries, newest first."""
-    return [summarize(trace) for trace in queries.get_traces(conn, request, strict)]
+def search_summaries(
+    conn: apsw.Connection, request: QueryRequest, strict: bool, pattern: str | None = None
+) -> list[TraceSummary]:
+    """``queries.get_traces`` reduced to summaries with their insight patterns, newest first.
+
+    With ``pattern`` only traces showing it are kept: the newest ``PATTERN_SCAN`` times the limit
+    matching traces (at most ``MAX_PATTERN_SCAN``) are analysed to find ``request.limit`` of them.
+    """
+    scan = request
+    if pattern:
+        scan = replace(request, limit=min(MAX_PATTERN_SCAN, request.limit * PATTERN_SCAN))
+    summaries = []
+    for trace in queries.get_traces(conn, scan, strict):
+        summary = summarize(trace)
+        summary.patterns = insights.kinds_of(analyse(trace, critical=False))
+        if pattern and pattern not in summary.patterns:
+            continue
+        summaries.append(summary)
+        if len(summaries) >= request.limit:
+            break
+    return summaries
+
+
+def trace_findings(conn: apsw.Connection, spans: list[Span]) -> list[insights.Finding]:
+    """The insights of a trace already read, with the LLM baseline of its routes."""
+    return analyse(spans, llm_baseline=insight_store.baseline_for(conn, spans))
 
 
 def trace_otel(conn: apsw.Connection, trace_id: str) -> dict[tuple[str, str | None], dict[str, Any]]:

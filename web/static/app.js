@@ -96,7 +96,20 @@
         });
       }
       if (action.dataset.action === "close-detail") unselect();
+      if (action.dataset.action === "highlight") highlight(action);
     });
+
+    // a finding of the insights panel: light up its spans, open their subtrees, scroll to the first
+    function highlight(button) {
+      const on = !button.classList.contains("on");
+      document.querySelectorAll("[data-action=highlight].on").forEach((b) => b.classList.remove("on"));
+      rows.forEach((r) => r.classList.remove("hl"));
+      if (!on) return;
+      button.classList.add("on");
+      const picked = (button.dataset.rows || "").split(" ").filter(Boolean).map(Number);
+      for (const i of picked) { reveal(i); rows[i].classList.add("hl"); }
+      if (picked.length) rows[picked[0]].scrollIntoView({ block: "center" });
+    }
 
     function unselect() {
       if (selected !== null) rows[selected].classList.remove("sel");

@@ -1,0 +1,76 @@
+"""Trace insights over HTTP: ``/api/tracebox/traces/{traceId}/insights`` (one trace's findings),
+``/api/tracebox/insights`` (pattern counts per operation and hour) and the rollup that fills
+those counts and raises ``pattern`` alerts, started with the server when the engine is on."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from tracebox.appliance.api import bad_request, json_response, parse_trace_id
+from tracebox.appliance.appkeys import SETTINGS, STORE
+from tracebox.appliance.insights import PATTERNS, kinds_of
+from tracebox.appliance.insights import store as istore
+from tracebox.appliance.insights.rollup import InsightRollup
+from tracebox.appliance.query import QueryError, QueryRequest
+
+ROLLUP = web.AppKey("tracebox.insights.rollup", InsightRollup)
+
+
+async def trace_insights(request: web.Request) -> web.Response:
+    trace_id = parse_trace_id(request.match_info["traceId"])
+    strict = request.app[SETTINGS].strict_trace_id
+    spans, findings = await request.app[STORE].read(istore.trace_insights, trace_id, strict)
+    if not spans:
+        raise web.HTTPNotFound(text=f"trace {trace_id} not found")
+    body = {
+        "traceId": spans[0]["traceId"],
+        "spanCount": len(spans),
+        "patterns": kinds_of(findings),
+        "findings": [f.to_json() for f in findings],
+    }
+    return json_response(orjson.dumps(body))
+
+
+async def aggregates(request: web.Request) -> web.Response:
+    params = request.query
+    kind = params.get("kind") or None
+    if kind is not None and kind not in PATTERNS:
+        raise bad_request(f"kind should be one of {', '.join(PATTERNS)}, got {kind[:40]!r}")
+    try:
+        window = QueryRequest.from_params(
+            {"endTs": params.get("endTs", ""), "lookback": params.get("lookback", "")},
+            request.app[SETTINGS].lookback,
+        )
+    except QueryError as exc:
+        raise bad_request(str(exc)) from None
+    lo, hi = window.window_us
+    service = (params.get("serviceName") or "").lower() or None
+    rows = await request.app[STORE].read(
+        istore.aggregates, lo, hi, service, kind, params.get("spanName") or params.get("operation") or None
+    )
+    return json_response(orjson.dumps(rows))
+
+
+async def status(request: web.Request) -> web.Response:
+    rollup = request.app.get(ROLLUP)
+    return json_response(orjson.dumps(rollup.status() if rollup else {"running": False}))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/tracebox/traces/{traceId}/insights", trace_insights)
+    app.router.add_get("/api/tracebox/insights", aggregates)
+    app.router.add_get("/api/tracebox/insights/status", status)
+    settings = app[SETTINGS]
+    if not settings.engine:
+        return
+    rollup = app[ROLLUP] = InsightRollup(app[STORE], strict=settings.strict_trace_id)
+
+    async def start(_app: web.Application) -> None:
+        await rollup.start()
+
+    async def stop(_app: web.Application) -> None:
+        await rollup.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
