@@ -11,7 +11,7 @@ from tracebox.detectors import alert_store
 from tracebox.detectors.runner import EngineRunner
 
 RUNNER = web.AppKey("engine_runner", EngineRunner)
-KINDS = ("latency", "error", "token_cost", "finish_reason")
+KINDS = ("latency", "error", "token_cost", "finish_reason", "pattern")
 STATUSES = ("firing", "resolved")
 
 
