@@ -95,7 +95,7 @@ class HttpReceiver:
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "unavailable")
 
     def accepted(self, path: str | None = None) -> list[Received]:
-        return [r for r in self.requests if r.answered < 300 and (path is None or r.path == path)]
+        return [r for r in self.requests if 200 <= r.answered < 300 and (path is None or r.path == path)]
 
 
 async def eventually(condition: Callable[[], Any], timeout: float = 5.0) -> Any:

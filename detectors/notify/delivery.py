@@ -49,6 +49,7 @@ class ReceiverWorker:
         self._rng = rng
         self._wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task] = {}  # by group key
+        self._settled = 0  # attempts finished (and recorded) so far
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -71,14 +72,20 @@ class ReceiverWorker:
             except Exception:
                 log.exception("notification worker for receiver %s failed; retrying", self.receiver.name)
                 timeout = MAX_IDLE_S
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (stop()).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _start_due(self) -> float:
         """Start the due heads of idle groups; return how long to sleep before the next one is due."""
+        settled = self._settled
+        rows = await self._store.read(outbox.heads, self.receiver.name)
+        if settled != self._settled:
+            return 0.0  # an attempt was recorded while we read: the rows may predate it, read again
         now = self._clock()
         sleep = MAX_IDLE_S
-        for row in await self._store.read(outbox.heads, self.receiver.name):
+        for row in rows:
             if row.group_key in self._in_flight:
                 continue
             wait = row.next_attempt_at_us / 1e6 - now
@@ -92,6 +99,7 @@ class ReceiverWorker:
 
     def _done(self, group_key: str) -> None:
         self._in_flight.pop(group_key, None)
+        self._settled += 1
         self._wake.set()
 
     async def _attempt(self, row: Pending) -> None:

@@ -186,8 +186,10 @@ class Notifier:
             else:
                 due = self._dispatcher.next_due()
                 timeout = MAX_IDLE_S if due is None else min(MAX_IDLE_S, max(0.0, due - self._clock()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (stop()).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _flush(self, group: AggregationGroup, active: list[Silence], now: float) -> int:
         receiver = self.config.receivers[group.route.receiver]
