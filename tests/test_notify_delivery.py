@@ -300,12 +300,14 @@ def test_a_client_error_is_not_retried_and_redelivery_keeps_the_delivery_id(tmp_
     asyncio.run(scenario())
 
 
-def test_gives_up_after_the_configured_time(tmp_path: Path) -> None:
+def test_gives_up_after_the_configured_time_and_logs_no_secrets(tmp_path: Path, caplog) -> None:
     async def scenario() -> None:
         clock = FakeClock()
         replies = [(503, {"Retry-After": "30"})] * 3
         async with listening(HttpReceiver(replies=replies)) as receiver:
-            cfg = config({"ops": {"webhook": f"{receiver.base}/x"}}, give_up_after="1m")
+            cfg = config(
+                {"ops": {"webhook": f"{receiver.base}/services/TOKEN", "secret": SECRET}}, give_up_after="1m"
+            )
             async with running(tmp_path / "t.db", cfg, clock) as service:
                 await service.submit([engine_alert("a1")])
                 await flush(service)
@@ -317,6 +319,8 @@ def test_gives_up_after_the_configured_time(tmp_path: Path) -> None:
                 attempts = await service.attempts(row["deliveryId"])
         assert [a["statusCode"] for a in attempts] == [503, 503]
         assert row["lastError"] == "HTTP 503: unavailable"
+        assert "giving up" in caplog.text
+        assert "TOKEN" not in caplog.text and SECRET not in caplog.text
 
     asyncio.run(scenario())
 
@@ -375,6 +379,16 @@ def test_outage_then_retry_after_then_recovery_across_a_restart(tmp_path: Path) 
         assert all(verify(SECRET, r.body, r.headers["X-Tracebox-Signature"], now=clock()) for r in accepted)
         async with running(db, cfg, clock) as third:
             assert await third.deliveries(state="pending") == []
+
+    asyncio.run(scenario())
+
+
+def test_a_malformed_alert_is_skipped(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cfg = config({"ops": {"webhook": "http://127.0.0.1:1/hook"}})
+        async with running(tmp_path / "t.db", cfg, FakeClock(), start=False) as service:
+            await service.submit([{"id": "broken"}, engine_alert("a1")])
+            assert [r["alertIds"] for r in await flush(service)] == [["a1"]]
 
     asyncio.run(scenario())
 

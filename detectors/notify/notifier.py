@@ -105,7 +105,14 @@ class Notifier:
         now = self._clock()
         for change in changes:
             raw = change if isinstance(change, Mapping) else change.alert
-            alert = Alert.from_engine(raw, self.config.public_url, self.config.critical_score)
+            try:
+                alert = Alert.from_engine(raw, self.config.public_url, self.config.critical_score)
+            except (KeyError, TypeError, ValueError):
+                # One malformed alert must not stop the others, nor the engine that submitted it.
+                log.exception(
+                    "alert %r cannot be notified", raw.get("id") if isinstance(raw, Mapping) else raw
+                )
+                continue
             self._dispatcher.insert(alert, now)
         self._wake.set()
 
