@@ -12,7 +12,7 @@ from functools import partial
 
 from aiohttp import web
 
-from tracebox.appliance import api, collector, insights_api, limits, llm_api, ops
+from tracebox.appliance import api, collector, insights_api, limits, llm_api, ops, sampling_api
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.auth import Credentials, auth_middleware, grpc_authorized
 from tracebox.appliance.config import ConfigError, Settings
@@ -71,6 +71,7 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     insights_api.add_routes(app)
     if settings.engine:
         add_engine(app, settings, store)
+    sampling_api.setup(app, settings, store)
     web_routes.add_routes(app)
     return app
 

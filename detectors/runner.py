@@ -82,6 +82,7 @@ class EngineRunner:
         self.engine = Engine(config)
         self.cursor = 0
         self._saved_at = 0.0
+        self._saved_cursor = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracebox-engine")
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
@@ -95,6 +96,7 @@ class EngineRunner:
             try:
                 self.engine = Engine.restore(self.config, snapshot)
                 self.cursor = cursor
+                self._saved_cursor = cursor
             except Exception as exc:  # a snapshot from another version or config: learn afresh
                 log.warning("engine snapshot not usable (%s); starting from the newest spans", exc)
                 self.cursor = self.store.consumer.last_id
@@ -123,6 +125,8 @@ class EngineRunner:
         """Process the next batch of committed spans; False when there was none."""
         rows = await self.store.read(read_after, self.cursor, BATCH_SPANS)
         if not rows:
+            if self._saved_cursor != self.cursor:  # idle: persist progress within SNAPSHOT_EVERY_S
+                await self._save(force=False)  # (tail sampling deletes only what it has saved)
             return False
         batch = [(span, llm) for _, span, llm in rows]
         loop = asyncio.get_running_loop()
@@ -142,6 +146,7 @@ class EngineRunner:
         cursor = self.cursor
         await self.store.write(lambda conn: alert_store.commit_progress(conn, cursor, snapshot, changes))
         self._saved_at = now
+        self._saved_cursor = cursor
 
     async def status(self) -> dict[str, Any]:
         """Progress as ``/api/tracebox/engine`` shows it; read in the engine's thread, between batches."""

@@ -35,7 +35,7 @@ STATIC = HERE / "static"
 JINJA = web.AppKey("tracebox.web.jinja", jinja2.Environment)
 
 #: Paths whose responses are the UI's (the API, collector and ops paths keep their own headers).
-UI_PREFIXES = ("/static/", "/traces", "/compare", "/dependencies", "/llm", "/alerts")
+UI_PREFIXES = ("/static/", "/traces", "/compare", "/dependencies", "/llm", "/alerts", "/sampling-report")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
