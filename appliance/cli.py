@@ -23,6 +23,9 @@ def _settings_options(command):
         if option.type is bool:
             decl = f"{flag}/--no-{option.name.replace('_', '-')}"
             command = click.option(decl, option.name, default=None, help=help_text)(command)
+        elif option.multiple:
+            flag = flag.removesuffix("s")  # --webhook URL --webhook URL
+            command = click.option(flag, option.name, multiple=True, help=help_text)(command)
         else:
             command = click.option(flag, option.name, type=option.type, default=None, help=help_text)(command)
     return click.option(
@@ -36,6 +39,7 @@ def _settings_options(command):
 
 def settings_from(values: dict[str, Any]) -> Settings:
     config_file = values.pop("config_file", None)
+    values = {k: (v or None) if isinstance(v, tuple) else v for k, v in values.items()}  # no repeats given
     try:
         return load_settings(values, config_file)
     except ConfigError as exc:
@@ -207,6 +211,131 @@ def replay(files: tuple[str, ...], url: str, batch_size: int) -> None:
     )
     if not report.ok:
         raise SystemExit(1)
+
+
+@main.group()
+def alerts() -> None:
+    """Alerts: list them, test a webhook, silence noisy ones."""
+
+
+def _api(url: str, path: str, token: str | None, method: str = "GET", body: Any = None) -> Any:
+    """Call a running tracebox's API; a refusal becomes a clear error."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.read().decode(errors='replace')[:500]}") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}; is `tracebox serve` running?") from None
+    return json.loads(payload) if payload else None
+
+
+_url_option = click.option("--url", default="http://127.0.0.1:9411", show_default=True, help="The tracebox.")
+_token_option = click.option(
+    "--token", envvar="TRACEBOX_AUTH_TOKEN", default=None, help="Bearer token, if required."
+)
+
+
+@alerts.command("list")
+@_url_option
+@_token_option
+@click.option("--status", type=click.Choice(["firing", "resolved"]), default=None)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def alerts_list(url: str, token: str | None, status: str | None, limit: int) -> None:
+    """Show the newest alerts."""
+    query = f"?limit={limit}" + (f"&status={status}" if status else "")
+    for alert in _api(url, "/api/tracebox/alerts" + query, token):
+        click.echo(
+            f"{alert['status']:<9} {alert['kind']:<14} {alert['service']:<20} {alert['operation']:<30} {alert['id']}"
+        )
+
+
+@alerts.command("test-webhook")
+@_settings_options
+@click.option("--receiver", default=None, help="Only this receiver (default: every configured one).")
+def test_webhook(receiver: str | None, **values: Any) -> None:
+    """Send a sample alert through the configured receivers, now, and report each answer."""
+    from tracebox.detectors.notify import build_config, send_test_alert
+
+    settings = settings_from(values)
+    try:
+        config = build_config(
+            settings.sections.get("alerts"),
+            webhooks=settings.webhook_list,
+            slack_webhooks=settings.slack_webhook_list,
+            public_url=settings.base_url,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not config.enabled:
+        raise click.UsageError(
+            "no receivers configured: pass --webhook URL or --slack-webhook URL, or an [alerts] table"
+        )
+    try:
+        results = asyncio.run(send_test_alert(config, receiver))
+    except KeyError:
+        raise click.UsageError(
+            f"no receiver named {receiver!r}; configured: {', '.join(config.receivers)}"
+        ) from None
+    for result in results:
+        outcome = "ok" if result.ok else f"FAILED ({result.error or result.status})"
+        click.echo(f"{result.receiver}: {outcome}, delivery {result.delivery_id}")
+    if not all(result.ok for result in results):
+        raise SystemExit(1)
+
+
+@alerts.group()
+def silence() -> None:
+    """Mute notifications for alerts matching label matchers (Alertmanager syntax)."""
+
+
+@silence.command("add")
+@click.argument("matchers", nargs=-1, required=True)
+@click.option("--duration", default="1h", show_default=True, help="How long: 30m, 2h, 1d.")
+@click.option("--comment", default="", help="Why, for the people who see it.")
+@_url_option
+@_token_option
+def silence_add(matchers: tuple[str, ...], duration: str, comment: str, url: str, token: str | None) -> None:
+    """Silence alerts matching every MATCHER, e.g. service=checkout 'kind=~latency|error'."""
+    import getpass
+
+    body = {
+        "matchers": list(matchers),
+        "duration": duration,
+        "comment": comment,
+        "createdBy": getpass.getuser(),
+    }
+    created = _api(url, "/api/tracebox/silences", token, "POST", body)
+    click.echo(f"silence {created['id']} until {created['endsAt']} (µs): {', '.join(created['matchers'])}")
+
+
+@silence.command("list")
+@click.option("--expired", is_flag=True, help="Include expired silences.")
+@_url_option
+@_token_option
+def silence_list(expired: bool, url: str, token: str | None) -> None:
+    """Show silences."""
+    for item in _api(url, "/api/tracebox/silences" + ("?expired=true" if expired else ""), token):
+        click.echo(f"{item['id']}  {item['state']:<8} {', '.join(item['matchers'])}  {item['comment']}")
+
+
+@silence.command("expire")
+@click.argument("silence_id")
+@_url_option
+@_token_option
+def silence_expire(silence_id: str, url: str, token: str | None) -> None:
+    """End a silence now."""
+    _api(url, f"/api/tracebox/silences/{silence_id}", token, "DELETE")
+    click.echo(f"silence {silence_id} expired")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class Option:
     name: str  # attribute and TOML key; flag is --name-with-dashes, env var TRACEBOX_NAME
     help: str
     zipkin_env: str | None = None
+    multiple: bool = False  # a repeatable flag; the setting holds the values comma-separated
 
     @property
     def default(self) -> Any:
@@ -58,6 +59,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("ingest_token", "Bearer token required to send spans (Zipkin, OTLP/HTTP, OTLP/gRPC)."),
     Option("tls_cert", "PEM certificate file: serve HTTPS and OTLP/gRPC over TLS (with --tls-key)."),
     Option("tls_key", "PEM private key file for --tls-cert."),
+    Option("webhooks", "Alert webhook URL (Alertmanager v4 JSON); repeat the flag for several.", None, True),
+    Option(
+        "slack_webhooks", "Slack incoming-webhook URL for alerts; repeat the flag for several.", None, True
+    ),
     Option("public_url", "Base URL of this tracebox for links in alerts (default http://host:port)."),
     Option("log_level", "Logging level: debug, info, warning, error."),
 )
@@ -88,6 +93,8 @@ class Settings:
     ingest_token: str = field(default="", repr=False)
     tls_cert: str = ""
     tls_key: str = ""
+    webhooks: str = field(default="", repr=False)
+    slack_webhooks: str = field(default="", repr=False)
     public_url: str = ""
     log_level: str = "info"
     #: Tables of the config file that other parts read (prices, detectors, alerts, redact, ...).
@@ -96,6 +103,14 @@ class Settings:
     @property
     def autocomplete_key_list(self) -> list[str]:
         return [k.strip() for k in self.autocomplete_keys.split(",") if k.strip()]
+
+    @property
+    def webhook_list(self) -> list[str]:
+        return [u.strip() for u in self.webhooks.split(",") if u.strip()]
+
+    @property
+    def slack_webhook_list(self) -> list[str]:
+        return [u.strip() for u in self.slack_webhooks.split(",") if u.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -123,7 +138,7 @@ def convert(option: Option, raw: Any, source: str) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{option.name} from {source} should be true or false, got {raw!r}")
-    if option.type is str and isinstance(raw, list):
+    if option.type is str and isinstance(raw, (list, tuple)):
         return ",".join(map(str, raw))
     try:
         return option.type(raw)

@@ -77,21 +77,33 @@ def create_app(settings: Settings, store: Store) -> web.Application:
 
 
 def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
-    """The anomaly engine runs beside the server, started and stopped with it."""
+    """The anomaly engine and alert delivery run beside the server, started and stopped with it."""
     from tracebox.detectors import http as engine_http
     from tracebox.detectors.config import EngineConfig
+    from tracebox.detectors.notify import NOTIFY_DDL, Notifier, build_config
     from tracebox.detectors.runner import EngineRunner
 
+    notify_config = build_config(
+        settings.sections.get("alerts"),
+        webhooks=settings.webhook_list,
+        slack_webhooks=settings.slack_webhook_list,
+        public_url=settings.base_url,
+    )
+    notifier = app[engine_http.NOTIFIER] = Notifier(notify_config, store)
     runner = app[engine_http.RUNNER] = EngineRunner(
-        store, EngineConfig.from_dict(settings.sections.get("detectors"))
+        store, EngineConfig.from_dict(settings.sections.get("detectors")), on_changes=notifier.submit
     )
     engine_http.add_routes(app)
 
     async def start(_app: web.Application) -> None:
+        await store.ensure_schema("notify", [NOTIFY_DDL])
+        await notifier.start()
         await runner.start()
+        await notifier.submit(runner.engine.open_alerts())  # rebuild groups; the log stops repeats
 
     async def stop(_app: web.Application) -> None:
         await runner.stop()
+        await notifier.stop()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from tracebox.appliance.config import ConfigError
+
 from .matchers import MatcherError, parse_matchers
 from .retry import RetryPolicy
 from .route import Route, Router, Timing
@@ -42,7 +44,7 @@ _ROUTE_KEYS = {
 }
 
 
-class NotifyConfigError(ValueError):
+class NotifyConfigError(ConfigError):
     """A setting of ``[alerts]`` tracebox cannot use; the message says which and why."""
 
 

@@ -1,0 +1,179 @@
+"""Alerts from a live server reach a real webhook receiver; silences and test-webhook through the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.conftest import start_tracebox
+from tests.test_engine_server import BURST, drained, post, traffic
+
+SECRET = "whsec-test-1"
+WAIT_S = 60
+
+
+class Receiver:
+    """A loopback HTTP server in a thread that records every POST."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        received = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float = WAIT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in list(self.requests) if predicate(r)]
+            if found:
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"no matching request in {timeout}s; got {len(self.requests)}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def config_file(tmp_path, receiver_url: str) -> str:
+    path = tmp_path / "tracebox.toml"
+    path.write_text(
+        f"""
+[alerts]
+group_wait = "0s"
+group_interval = "1s"
+[alerts.receivers.ops]
+webhook = "{receiver_url}/hook"
+secret = "{SECRET}"
+"""
+    )
+    return str(path)
+
+
+def verify(headers: dict[str, str], body: bytes) -> bool:
+    parts = dict(item.split("=", 1) for item in headers["X-Tracebox-Signature"].split(","))
+    expected = hmac.new(SECRET.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"])
+
+
+def test_an_error_burst_is_delivered_to_the_webhook(tmp_path, receiver):
+    public = "https://tracebox.example.com"
+    server = start_tracebox(
+        tmp_path / "t.db", "--config", config_file(tmp_path, receiver.url), "--public-url", public
+    )
+    try:
+        spans = traffic()
+        post(server, spans)
+        drained(server, len(spans))
+        [(path, headers, body), *_] = receiver.wait_for(
+            lambda r: any(a["labels"].get("service") == "payments" for a in json.loads(r[2])["alerts"])
+        )
+        payload = json.loads(body)
+        assert path == "/hook" and payload["version"] == "4" and payload["receiver"] == "ops"
+        alert = next(a for a in payload["alerts"] if a["labels"]["service"] == "payments")
+        assert alert["labels"]["kind"] == "error"
+        assert alert["status"] in ("firing", "resolved")
+        assert alert["generatorURL"] == f"{public}/alerts/{alert['fingerprint']}"
+        assert verify(headers, body)
+        assert headers["X-Tracebox-Delivery"]
+        deliveries = server.get_json("/api/tracebox/deliveries", receiver="ops")
+        assert any(d["state"] == "delivered" for d in deliveries)
+        [ops] = server.get_json("/api/tracebox/receivers")
+        assert SECRET not in json.dumps(ops) and "/hook" not in json.dumps(ops)
+        started = BURST.start * 1_000_000
+        assert any(
+            a["startedAt"] >= started for a in server.get_json("/api/tracebox/alerts", service="payments")
+        )
+    finally:
+        server.stop()
+
+
+def test_silences_through_the_cli(tmp_path, receiver):
+    server = start_tracebox(tmp_path / "t.db", "--config", config_file(tmp_path, receiver.url))
+    try:
+        cli = [sys.executable, "-m", "tracebox.appliance.cli", "alerts", "silence"]
+        added = subprocess.run(
+            [*cli, "add", "service=payments", "--duration", "2h", "--comment", "deploy", "--url", server.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        silence_id = added.stdout.split()[1]
+        [listed] = server.get_json("/api/tracebox/silences")
+        assert (listed["id"] == silence_id and listed["matchers"] == ['service="payments"']) or listed[
+            "matchers"
+        ]
+        assert listed["state"] == "active" and listed["comment"] == "deploy"
+        subprocess.run(
+            [*cli, "expire", silence_id, "--url", server.url], check=True, capture_output=True, timeout=60
+        )
+        assert server.get_json("/api/tracebox/silences") == []
+        bad = server.post("/api/tracebox/silences", json.dumps({"matchers": []}))
+        assert bad.status_code == 400 and "matchers" in bad.text
+        bad = server.post(
+            "/api/tracebox/silences", json.dumps({"matchers": ["service=x"], "duration": "soon"})
+        )
+        assert bad.status_code == 400 and "duration" in bad.text
+    finally:
+        server.stop()
+
+
+def test_test_webhook_command(tmp_path, receiver):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tracebox.appliance.cli",
+            "alerts",
+            "test-webhook",
+            "--config",
+            config_file(tmp_path, receiver.url),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ops: ok" in result.stdout
+    [(path, headers, body)] = receiver.requests
+    assert path == "/hook" and verify(headers, body)
+    assert json.loads(body)["version"] == "4"
+
+
+def test_test_webhook_without_receivers_says_what_to_do(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tracebox.appliance.cli", "alerts", "test-webhook"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0 and "--webhook URL" in result.stderr
