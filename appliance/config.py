@@ -53,6 +53,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fsync", "fsync every commit (survives power loss, not only a killed process)."),
     Option("max_pending_spans", "Spans queued for the writer before ingest answers 429/503."),
     Option("self_tracing", "Trace tracebox's own query API into itself.", "SELF_TRACING_ENABLED"),
+    Option("retention_days", "Delete spans older than this many days (0 keeps them forever)."),
+    Option("max_db_mb", "Delete the oldest spans while the database holds more than this (0: no cap)."),
+    Option("retention_check_seconds", "How often retention runs."),
     Option("engine", "Run the anomaly engine (latency, error, token-cost and finish-reason alerts)."),
     Option("auth_token", "Bearer token required by the UI and query API (default: none)."),
     Option("auth_basic", "user:password for basic auth on the UI and query API (browsers prompt for it)."),
@@ -87,6 +90,9 @@ class Settings:
     fsync: bool = False
     max_pending_spans: int = 200_000
     self_tracing: bool = False
+    retention_days: float = 7.0
+    max_db_mb: int = 0
+    retention_check_seconds: float = 60.0
     engine: bool = True
     auth_token: str = field(default="", repr=False)
     auth_basic: str = field(default="", repr=False)
@@ -197,6 +203,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} should be a port number 0-65535, got {port}")
     if settings.max_body_bytes <= 0:
         raise ConfigError("max_body_bytes should be positive")
+    if settings.retention_days < 0 or settings.max_db_mb < 0 or settings.retention_check_seconds <= 0:
+        raise ConfigError("retention_days and max_db_mb should be >= 0, retention_check_seconds > 0")
     if settings.auth_basic and ":" not in settings.auth_basic:
         raise ConfigError("auth_basic should be user:password")
     if bool(settings.tls_cert) != bool(settings.tls_key):

@@ -24,6 +24,7 @@ from tracebox.appliance.redaction import parse_rules
 from tracebox.appliance.sampling import CollectorSampler
 from tracebox.appliance.selftrace import self_tracing_middleware
 from tracebox.appliance.store import Store
+from tracebox.appliance.store.retention import Retention
 from tracebox.web import routes as web_routes
 
 log = logging.getLogger("tracebox")
@@ -69,11 +70,39 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     ops.add_routes(app)
     llm_api.add_routes(app)
     insights_api.add_routes(app)
+    add_retention(app, settings, store)
     if settings.engine:
         add_engine(app, settings, store)
     sampling_api.setup(app, settings, store)
     web_routes.add_routes(app)
     return app
+
+
+def add_retention(app: web.Application, settings: Settings, store: Store) -> None:
+    """Retention runs in the background for as long as the server does."""
+    retention = Retention(
+        store,
+        settings.retention_days * 86_400,
+        settings.max_db_mb * 1024 * 1024,
+        settings.retention_check_seconds,
+    )
+    if not retention.enabled:
+        return
+    stopping = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+    app[METRICS].gauge(
+        "tracebox_retention_deleted_spans_total", "Spans deleted by retention.", lambda: retention.deleted
+    )
+
+    async def start(_app: web.Application) -> None:
+        tasks.append(asyncio.create_task(retention.run(stopping), name="tracebox-retention"))
+
+    async def stop(_app: web.Application) -> None:
+        stopping.set()
+        await asyncio.gather(*tasks)
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
 
 
 def add_engine(app: web.Application, settings: Settings, store: Store) -> None:

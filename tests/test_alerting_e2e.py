@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import start_tracebox
-from tests.test_engine_server import BURST, drained, post, traffic
+from tests.test_engine_server import BURST, KEEP_HISTORY, drained, post, traffic
 
 SECRET = "whsec-test-1"
 WAIT_S = 60
@@ -85,7 +85,12 @@ def verify(headers: dict[str, str], body: bytes) -> bool:
 def test_an_error_burst_is_delivered_to_the_webhook(tmp_path, receiver):
     public = "https://tracebox.example.com"
     server = start_tracebox(
-        tmp_path / "t.db", "--config", config_file(tmp_path, receiver.url), "--public-url", public
+        tmp_path / "t.db",
+        "--config",
+        config_file(tmp_path, receiver.url),
+        "--public-url",
+        public,
+        *KEEP_HISTORY,
     )
     try:
         spans = traffic()

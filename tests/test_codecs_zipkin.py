@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from tracebox.appliance.codecs.zipkin_json import decode_v2
 from tracebox.appliance.codecs.zipkin_proto import _SCHEMA, ListOfSpans, decode_proto, encode_proto
 from tracebox.appliance.codecs.zipkin_v1 import decode_v1

@@ -16,6 +16,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
+
 from tracebox.appliance import demo
 from tracebox.appliance.codecs.zipkin_json import decode_v2
 from tracebox.appliance.model import local_service, normalize_span, remote_service

@@ -23,6 +23,8 @@ START = 1_700_000_000 // DAY * DAY
 BURST = Fault("error_burst", frozenset({"error"}), "payments", START + 30 * 60, START + 36 * 60)
 LENGTH = Fault("max_tokens_low", frozenset({"finish_reason"}), "chat", START + 40 * 60, START + 46 * 60)
 POST_TIMEOUT_S = 60
+#: The synthetic traffic is from 2023: keep it from the default 7-day retention.
+KEEP_HISTORY = ("--retention-days", "0")
 DRAIN_TIMEOUT_S = 120
 
 
@@ -93,7 +95,7 @@ def expected(spans) -> dict[str, dict]:
 
 
 def test_server_raises_the_alerts_the_engine_computes(tmp_path, spans, expected):
-    server = start_tracebox(tmp_path / "t.db")
+    server = start_tracebox(tmp_path / "t.db", *KEEP_HISTORY)
     try:
         post(server, spans)
         status = drained(server, len(spans))
@@ -113,7 +115,7 @@ def test_server_raises_the_alerts_the_engine_computes(tmp_path, spans, expected)
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_cursor_resumes_after_a_restart(tmp_path, spans, expected, sig):
-    server = start_tracebox(tmp_path / "t.db")
+    server = start_tracebox(tmp_path / "t.db", *KEEP_HISTORY)
     try:
         half = len(spans) // 2
         post(server, spans[:half])
@@ -134,7 +136,7 @@ def test_replay_command_gives_the_alerts_of_live_ingest(tmp_path, spans):
     with capture.open("wb") as out:
         for i in range(0, len(shuffled), 5000):
             out.write(orjson.dumps(shuffled[i : i + 5000]) + b"\n")
-    server = start_tracebox(tmp_path / "t.db")
+    server = start_tracebox(tmp_path / "t.db", *KEEP_HISTORY)
     try:
         result = subprocess.run(
             [sys.executable, "-m", "tracebox.appliance.cli", "replay", str(capture), "--url", server.url],

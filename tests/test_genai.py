@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+
 from tracebox.appliance.codecs.otlp import decode_otlp_protobuf
 from tracebox.appliance.genai import extract_llm
 from tracebox.appliance.pricing import Pricer

@@ -6,6 +6,7 @@ import random
 import time
 
 import pytest
+
 from tracebox.appliance.linker import DependencyLinker, merge_links
 from tracebox.appliance.model import Span
 

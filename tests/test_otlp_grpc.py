@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.otlp_grpc import SERVICE, start_grpc_server
 

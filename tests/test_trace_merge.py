@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from tracebox.appliance.model import Span
 from tracebox.appliance.trace import (
     SpanNode,

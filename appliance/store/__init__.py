@@ -38,6 +38,9 @@ def connect(
     conn = apsw.Connection(str(path), flags=flags)
     conn.setbusytimeout(BUSY_TIMEOUT_MS)
     if not readonly:
+        # Takes effect only while the file is empty (a new database): lets retention hand freed
+        # pages back to the file system (see store.retention). A no-op on an existing file.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB per connection

@@ -59,20 +59,19 @@ class SpanConsumer:
         llm_rows = [(first + i, *llm) for i, llm in enumerate(batch.llm) if llm is not None]
         if llm_rows:
             conn.executemany(INSERT_LLM, llm_rows)
-        ts = batch.max_ts or None
-        self._names(conn, "services", ((s,) for s in batch.services), ts)
-        self._names(conn, "span_names", batch.span_names, ts)
-        self._names(conn, "remote_services", batch.remote_services, ts)
-        self._names(conn, "autocomplete", batch.autocomplete, ts)
+        self._names(conn, "services", batch.services)
+        self._names(conn, "span_names", batch.span_names)
+        self._names(conn, "remote_services", batch.remote_services)
+        self._names(conn, "autocomplete", batch.autocomplete)
         return self.last_id
 
-    def _names(self, conn: apsw.Connection, table: str, keys, ts: int | None) -> None:
+    def _names(self, conn: apsw.Connection, table: str, names: dict[tuple, int]) -> None:
         seen = self._seen[table]
         fresh = []
-        for key in keys:
+        for key, ts in names.items():
             last = seen.get(key)
-            if last is None or (ts and ts > last + NAME_REFRESH_US):
-                seen[key] = ts or 0
+            if last is None or ts > last + NAME_REFRESH_US:
+                seen[key] = ts
                 fresh.append((*key, ts))
         if fresh:
             conn.executemany(_NAME_TABLES[table], fresh)

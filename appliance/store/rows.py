@@ -50,11 +50,11 @@ class Batch:
     spans: list[tuple] = field(default_factory=list)
     tags: list[tuple] = field(default_factory=list)  # (tag_hash, ts, trace_low)
     llm: list[tuple | None] = field(default_factory=list)  # aligned with spans
-    services: set[str] = field(default_factory=set)
-    span_names: set[tuple[str, str]] = field(default_factory=set)
-    remote_services: set[tuple[str, str]] = field(default_factory=set)
-    autocomplete: set[tuple[str, str]] = field(default_factory=set)
-    max_ts: int = 0
+    # names the lists offer, each with the newest timestamp it was seen at (retention prunes by it)
+    services: dict[tuple[str], int] = field(default_factory=dict)
+    span_names: dict[tuple[str, str], int] = field(default_factory=dict)
+    remote_services: dict[tuple[str, str], int] = field(default_factory=dict)
+    autocomplete: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.spans)
@@ -103,16 +103,14 @@ def build_batch(
                 orjson.dumps(otel) if otel else None,
             )
         )
-        if ts:
-            batch.max_ts = max(batch.max_ts, ts)
-        if service:
-            batch.services.add(service)
-            if name:
-                batch.span_names.add((service, name))
-            if remote_service:
-                batch.remote_services.add((service, remote_service))
         if not ts:
             continue
+        if service:
+            _seen_at(batch.services, (service,), ts)
+            if name:
+                _seen_at(batch.span_names, (service, name), ts)
+            if remote_service:
+                _seen_at(batch.remote_services, (service, remote_service), ts)
         if tags:
             for key, value in tags.items():
                 if len(value) > MAX_INDEXED_VALUE:
@@ -122,7 +120,7 @@ def build_batch(
                     seen_tags.add(marker)
                     batch.tags.append((tag_hash(service, key, value), ts, low))
                 if key in autocomplete_keys:
-                    batch.autocomplete.add((key, value))
+                    _seen_at(batch.autocomplete, (key, value), ts)
         for annotation in span.get("annotations", ()):
             text = annotation["value"]
             marker = (low, service, text, "")
@@ -130,3 +128,8 @@ def build_batch(
                 seen_tags.add(marker)
                 batch.tags.append((tag_hash(service, text, ""), ts, low))
     return batch
+
+
+def _seen_at(names: dict, key: tuple, ts: int) -> None:
+    if names.get(key, 0) < ts:
+        names[key] = ts
