@@ -28,7 +28,11 @@ def test_demo_then_check_and_backup_while_serving(fresh_tracebox, tmp_path):
     check = tracebox_cli("check", "--db", str(fresh_tracebox.db))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "integrity    ok" in check.stdout
-    spans = int(next(line.split()[1].replace(",", "") for line in check.stdout.splitlines() if line.startswith("spans")))
+    spans = int(
+        next(
+            line.split()[1].replace(",", "") for line in check.stdout.splitlines() if line.startswith("spans")
+        )
+    )
     assert spans > 30 * 5
 
     target = tmp_path / "backup.db"

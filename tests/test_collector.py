@@ -44,8 +44,14 @@ def test_missing_content_type_is_json(tracebox):
         ('[{"id": "1"}]', "Missing traceId"),
         ('[{"traceId": "1"}]', "Missing id"),
         ('[{"traceId": "xyz", "id": "1"}]', "traceId should be a 1 to 32 character lower-hex string"),
-        ('[{"traceId": "1", "id": "12345678901234567"}]', "id should be a 1 to 16 character lower-hex string"),
-        ('[{"traceId": "1", "id": "1", "timestamp": "soon"}]', "timestamp should be a number of microseconds"),
+        (
+            '[{"traceId": "1", "id": "12345678901234567"}]',
+            "id should be a 1 to 16 character lower-hex string",
+        ),
+        (
+            '[{"traceId": "1", "id": "1", "timestamp": "soon"}]',
+            "timestamp should be a number of microseconds",
+        ),
         ('[{"traceId": "1", "id": "1", "annotations": [{"value": "x"}]}]', "Incomplete annotation"),
         ('["span"]', "Expected a span object"),
     ],

@@ -113,7 +113,10 @@ def test_late_duration_fragment_is_merged_and_searchable(tracebox):
     trace_id = new_trace_id()
     service = unique("late")
     store(tracebox, span(trace_id, "1", service=service, duration=None))
-    store(tracebox, {"traceId": trace_id, "id": "1", "duration": 5_000_000, "localEndpoint": {"serviceName": service}})
+    store(
+        tracebox,
+        {"traceId": trace_id, "id": "1", "duration": 5_000_000, "localEndpoint": {"serviceName": service}},
+    )
     [got] = tracebox.get_json(f"/api/v2/trace/{trace_id}")
     assert got["duration"] == 5_000_000 and got["timestamp"] == NOW_US
     found = search(tracebox, serviceName=service, minDuration=4_000_000)
@@ -144,7 +147,9 @@ def test_conditions_may_be_met_by_different_spans(tracebox):
         span(trace_id, "1", service=service, name="root", tags={"a": "1"}),
         span(trace_id, "2", parent="1", service=service, name="child", tags={"b": "2"}, duration=9000),
     )
-    found = search(tracebox, serviceName=service, spanName="root", annotationQuery="a=1 and b=2", minDuration=8000)
+    found = search(
+        tracebox, serviceName=service, spanName="root", annotationQuery="a=1 and b=2", minDuration=8000
+    )
     assert trace_ids(found) == [trace_id]
     assert search(tracebox, serviceName=service, annotationQuery="a=1 and b=3") == []
 
@@ -171,14 +176,20 @@ def test_lookback_and_end_ts_window(tracebox):
     service = unique("window")
     hour = 3_600_000_000
     old, new = new_trace_id(), new_trace_id()
-    store(tracebox, span(old, "1", service=service, ts=NOW_US - 2 * hour), span(new, "1", service=service, ts=NOW_US))
+    store(
+        tracebox,
+        span(old, "1", service=service, ts=NOW_US - 2 * hour),
+        span(new, "1", service=service, ts=NOW_US),
+    )
     end_ms = NOW_US // 1000 + 1
     assert trace_ids(search(tracebox, serviceName=service, endTs=end_ms, lookback=3_600_000)) == [new]
-    assert sorted(trace_ids(search(tracebox, serviceName=service, endTs=end_ms, lookback=3 * 3_600_000))) == sorted(
-        [old, new]
-    )
+    assert sorted(
+        trace_ids(search(tracebox, serviceName=service, endTs=end_ms, lookback=3 * 3_600_000))
+    ) == sorted([old, new])
     earlier_end = (NOW_US - hour) // 1000
-    assert trace_ids(search(tracebox, serviceName=service, endTs=earlier_end, lookback=3_600_000 * 2)) == [old]
+    assert trace_ids(search(tracebox, serviceName=service, endTs=earlier_end, lookback=3_600_000 * 2)) == [
+        old
+    ]
 
 
 def test_limit_keeps_the_newest_traces(tracebox):
@@ -206,8 +217,10 @@ def test_name_lists_are_sorted(tracebox):
     trace_id = new_trace_id()
     store(
         tracebox,
-        *(span(trace_id, str(i), service=service, name=n, remote=r) for i, (n, r) in enumerate(
-            [("zeta", "redis"), ("alpha", "mysql"), ("mid", "kafka")], start=1)),
+        *(
+            span(trace_id, str(i), service=service, name=n, remote=r)
+            for i, (n, r) in enumerate([("zeta", "redis"), ("alpha", "mysql"), ("mid", "kafka")], start=1)
+        ),
     )
     assert tracebox.get_json("/api/v2/spans", serviceName=service) == ["alpha", "mid", "zeta"]
     assert tracebox.get_json("/api/v2/remoteServices", serviceName=service) == ["kafka", "mysql", "redis"]
@@ -278,7 +291,9 @@ def test_unknown_trace_is_404_with_its_id(tracebox):
 def test_zipkin_prefix_mounts_the_same_api(tracebox):
     trace_id = new_trace_id()
     store(tracebox, span(trace_id, "1"))
-    assert tracebox.get_json(f"/zipkin/api/v2/trace/{trace_id}") == tracebox.get_json(f"/api/v2/trace/{trace_id}")
+    assert tracebox.get_json(f"/zipkin/api/v2/trace/{trace_id}") == tracebox.get_json(
+        f"/api/v2/trace/{trace_id}"
+    )
 
 
 def test_cors_preflight_and_headers(tracebox):
@@ -315,7 +330,11 @@ def test_autocomplete(tmp_path):
 def test_restart_keeps_everything_acknowledged(fresh_tracebox):
     ids = [new_trace_id() for _ in range(20)]
     for trace_id in ids:
-        store(fresh_tracebox, span(trace_id, "1", service="durable"), span(trace_id, "2", parent="1", service="durable"))
+        store(
+            fresh_tracebox,
+            span(trace_id, "1", service="durable"),
+            span(trace_id, "2", parent="1", service="durable"),
+        )
     fresh_tracebox.restart()
     for trace_id in ids:
         assert len(fresh_tracebox.get_json(f"/api/v2/trace/{trace_id}")) == 2
