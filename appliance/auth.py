@@ -1,8 +1,8 @@
 """Optional access control: one credential for the UI and query API, another for ingest.
 
 Either can be a bearer token (``Authorization: Bearer <token>``) and the UI/query side can also
-take basic auth (``user:password``), which browsers prompt for. ``/health`` stays open for
-liveness probes, and CORS preflights pass. Comparisons are constant-time.
+take basic auth (``user:password``), which browsers prompt for. ``OPEN_PATHS`` stay open, and CORS
+preflights pass. Comparisons are constant-time.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 INGEST_PATHS = ("/api/v2/spans", "/api/v1/spans", "/v1/traces")
-OPEN_PATHS = ("/health", "/actuator/health")
+#: Open even when credentials are set: liveness probes, and the sampling strategies SDK samplers
+#: (Jaeger remote, OpenTelemetry's jaeger_remote) fetch without any way to send credentials.
+OPEN_PATHS = ("/health", "/actuator/health", "/api/sampling", "/sampling")
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,10 @@ def test_query_side_needs_the_query_token(guarded, path):
     assert requests.get(guarded.url + path, headers=bearer(QUERY), timeout=10).status_code == 200
 
 
-def test_health_stays_open_for_probes(guarded):
+def test_health_and_sampling_strategies_stay_open(guarded):
     assert requests.get(guarded.url + "/health", timeout=10).status_code == 200
+    strategy = requests.get(guarded.url + "/api/sampling", params={"service": "checkout"}, timeout=10)
+    assert strategy.status_code == 200 and "strategyType" in strategy.json()
 
 
 def test_zipkin_ingest_needs_the_ingest_token(guarded):
