@@ -22,6 +22,7 @@ import apsw
 import orjson
 
 from tracebox.appliance.store import Store
+from tracebox.appliance.store.rows import FLAG_ERROR
 from tracebox.detectors import alert_store
 from tracebox.detectors.alerts import AlertChange
 from tracebox.detectors.config import EngineConfig
@@ -50,8 +51,9 @@ _LLM_COLUMNS = (
     "price_version",
 )
 _READ = (
-    f"SELECT s.id, s.json, {', '.join('c.' + c for c in _LLM_COLUMNS)} FROM spans s"
-    " LEFT JOIN llm_calls c ON c.span_id = s.id WHERE s.id > ? ORDER BY s.id LIMIT ?"
+    "SELECT s.id, s.trace_id, s.span_id, s.parent_id, s.kind, s.name, s.service, s.remote_service, s.ts,"
+    f" s.duration, s.flags, c.user_id, c.tenant_id, {', '.join('c.' + c for c in _LLM_COLUMNS)}"
+    " FROM spans s LEFT JOIN llm_calls c ON c.span_id = s.id WHERE s.id > ? ORDER BY s.id LIMIT ?"
 )
 
 #: The engine's tables, by version (see ``appliance.store.schema.migrate``).
@@ -61,16 +63,46 @@ OnChanges = Callable[[list[AlertChange]], Awaitable[None]]
 
 
 def read_after(conn: apsw.Connection, cursor: int, limit: int) -> list[tuple[int, dict, dict | None]]:
-    """Committed spans after ``cursor`` with their LLM fields (as ``extract_llm`` gives them)."""
+    """Committed spans after ``cursor`` with their LLM fields (as ``extract_llm`` gives them).
+
+    Each span is rebuilt from the indexed columns with just what the engine reads (ids, names,
+    kind, times, endpoints' services, the error mark, an LLM call's user and tenant), so the engine
+    never parses span JSON: ingest and the engine share two cores.
+    """
     rows = []
-    for span_id, body, *llm in conn.execute(_READ, (cursor, limit)):
+    for row in conn.execute(_READ, (cursor, limit)):
+        row_id, trace_id, span_id, parent, kind, name, service, remote, ts, duration, flags, user, tenant = (
+            row[:13]
+        )
+        span: dict[str, Any] = {"traceId": trace_id, "id": span_id}
+        for key, value in (
+            ("parentId", parent),
+            ("kind", kind),
+            ("name", name),
+            ("timestamp", ts),
+            ("duration", duration),
+        ):
+            if value is not None:
+                span[key] = value
+        if service:
+            span["localEndpoint"] = {"serviceName": service}
+        if remote:
+            span["remoteEndpoint"] = {"serviceName": remote}
+        tags = {"error": ""} if flags & FLAG_ERROR else {}
+        llm = row[13:]
         fields = None
         if llm[0] is not None or llm[1] is not None or llm[2] is not None:
             fields = dict(zip(_LLM_COLUMNS, llm, strict=True))
             fields["finish_reasons"] = (
                 orjson.loads(fields["finish_reasons"]) if fields["finish_reasons"] else []
             )
-        rows.append((span_id, orjson.loads(body), fields))
+            if user:
+                tags["user.id"] = user
+            if tenant:
+                tags["tenant.id"] = tenant
+        if tags:
+            span["tags"] = tags
+        rows.append((row_id, span, fields))
     return rows
 
 
