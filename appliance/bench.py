@@ -439,7 +439,11 @@ def run_ingest(
         paced = encode_traffic(fmt, gzip, spans // 2, seed + 1, cache_dir)
         results: list[IngestRun] = []
         for run in range(1, runs + 1):
-            result = ingest_run(label, main, paced, workdir, connections, serve_args)
+            try:
+                result = ingest_run(label, main, paced, workdir, connections, serve_args)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                say(f"[bench] {label} run {run}/{runs} failed: {str(exc)[-500:]}")
+                continue
             results.append(result)
             healthy.append(result.healthy_s)
             say(
@@ -447,6 +451,8 @@ def run_ingest(
                 f"p99 {result.p99_ms:.0f} ms, at 80% p99 {result.paced_p99_ms:.0f} ms, "
                 f"RSS {result.peak_rss_mb:.0f} MB, {result.bytes_per_span:.0f} B/span"
             )
+        if not results:
+            continue
         medians[label] = {
             attr: statistics.median(getattr(r, attr) for r in results) for _, attr, _ in INGEST_COLUMNS
         }

@@ -29,8 +29,9 @@ CREATE TABLE spans (
     otel BLOB                              -- OTLP extras (resource, scope, typed attributes...) as JSON
 );
 CREATE INDEX spans_trace ON spans (trace_low);
-CREATE INDEX spans_service_ts ON spans (service, ts);
-CREATE INDEX spans_service_name_ts ON spans (service, name, ts);
+-- The search drivers read trace_low (and test duration) from these without touching the table.
+CREATE INDEX spans_service_ts ON spans (service, ts, duration, trace_low);
+CREATE INDEX spans_service_name_ts ON spans (service, name, ts, duration, trace_low);
 CREATE INDEX spans_remote_ts ON spans (remote_service, ts) WHERE remote_service IS NOT NULL;
 CREATE INDEX spans_ts ON spans (ts);
 
