@@ -24,6 +24,19 @@ def bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=message)
 
 
+def time_window(request: web.Request) -> tuple[int, int]:
+    """The request's ``endTs``/``lookback`` (ms, Zipkin's defaults and checks) as inclusive µs bounds."""
+    params = request.query
+    try:
+        window = QueryRequest.from_params(
+            {"endTs": params.get("endTs", ""), "lookback": params.get("lookback", "")},
+            request.app[SETTINGS].lookback,
+        )
+    except QueryError as exc:
+        raise bad_request(str(exc)) from None
+    return window.window_us
+
+
 def _required(request: web.Request, name: str) -> str:
     value = request.query.get(name)
     if not value:
@@ -96,16 +109,8 @@ async def trace_many(request: web.Request) -> web.Response:
 
 
 async def dependencies(request: web.Request) -> web.Response:
-    params = dict(request.query)
-    if not params.get("endTs"):
-        raise bad_request("endTs is required")
-    settings, store = request.app[SETTINGS], request.app[STORE]
-    params.setdefault("lookback", str(settings.lookback))
-    try:
-        window = QueryRequest.from_params({"endTs": params["endTs"], "lookback": params["lookback"]})
-    except QueryError as exc:
-        raise bad_request(str(exc)) from None
-    links = await store.read(_link, *window.window_us)
+    _required(request, "endTs")
+    links = await request.app[STORE].read(_link, *time_window(request))
     return json_response(orjson.dumps(links))
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from tracebox.appliance.api import bad_request, json_response, parse_trace_id
+from tracebox.appliance.api import bad_request, json_response, parse_trace_id, time_window
 from tracebox.appliance.appkeys import SETTINGS, STORE
 from tracebox.appliance.insights import PATTERNS, kinds_of
 from tracebox.appliance.insights import store as istore
 from tracebox.appliance.insights.rollup import InsightRollup
-from tracebox.appliance.query import QueryError, QueryRequest
 
 ROLLUP = web.AppKey("tracebox.insights.rollup", InsightRollup)
 
@@ -37,14 +36,7 @@ async def aggregates(request: web.Request) -> web.Response:
     kind = params.get("kind") or None
     if kind is not None and kind not in PATTERNS:
         raise bad_request(f"kind should be one of {', '.join(PATTERNS)}, got {kind[:40]!r}")
-    try:
-        window = QueryRequest.from_params(
-            {"endTs": params.get("endTs", ""), "lookback": params.get("lookback", "")},
-            request.app[SETTINGS].lookback,
-        )
-    except QueryError as exc:
-        raise bad_request(str(exc)) from None
-    lo, hi = window.window_us
+    lo, hi = time_window(request)
     service = (params.get("serviceName") or "").lower() or None
     rows = await request.app[STORE].read(
         istore.aggregates, lo, hi, service, kind, params.get("spanName") or params.get("operation") or None

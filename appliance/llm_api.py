@@ -5,9 +5,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from tracebox.appliance.api import bad_request, json_response, parse_trace_id
-from tracebox.appliance.appkeys import SETTINGS, STORE
-from tracebox.appliance.query import QueryError, QueryRequest
+from tracebox.appliance.api import bad_request, json_response, parse_trace_id, time_window
+from tracebox.appliance.appkeys import STORE
 from tracebox.appliance.store import llm
 
 MAX_BUCKETS = 2000
@@ -15,15 +14,8 @@ MAX_BUCKETS = 2000
 
 def window(request: web.Request) -> llm.LlmWindow:
     """endTs/lookback (milliseconds, Zipkin's defaults) plus optional serviceName and model filters."""
+    lo, hi = time_window(request)
     params = request.query
-    try:
-        span = QueryRequest.from_params(
-            {"endTs": params.get("endTs", ""), "lookback": params.get("lookback", "")},
-            request.app[SETTINGS].lookback,
-        )
-    except QueryError as exc:
-        raise bad_request(str(exc)) from None
-    lo, hi = span.window_us
     return llm.LlmWindow(lo, hi, params.get("serviceName", "").lower() or None, params.get("model") or None)
 
 

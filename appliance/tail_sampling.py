@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from tracebox.appliance.background import repeat
 from tracebox.appliance.sampling import CollectorSampler
 from tracebox.appliance.sampling_config import SamplingConfig
 from tracebox.appliance.store import Store
@@ -198,16 +199,11 @@ class TailSampler:
             await self._record([], force_sketches=True)
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                busy = await self.step()
-            except Exception:
-                self.errors += 1
-                log.exception("tail sampling step failed; retrying")
-                busy = False
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.config.evaluation_interval_seconds)
+        interval = self.config.evaluation_interval_seconds
+        await repeat(self.step, self._stopping, interval, "tail sampling step", self._failed)
+
+    def _failed(self) -> None:
+        self.errors += 1
 
     # -- one step --------------------------------------------------------------------------------
 

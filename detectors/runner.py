@@ -11,7 +11,6 @@ it was saved with its snapshot, so nothing is lost and nothing is announced twic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import Any
 import apsw
 import orjson
 
+from tracebox.appliance.background import repeat
 from tracebox.appliance.store import Store
 from tracebox.appliance.store.rows import FLAG_ERROR
 from tracebox.detectors import alert_store
@@ -142,16 +142,10 @@ class EngineRunner:
         self._thread.shutdown(wait=True)
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                worked = await self.step()
-            except Exception:
-                self.errors += 1
-                log.exception("anomaly engine step failed; retrying")
-                worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), IDLE_SECONDS)
+        await repeat(self.step, self._stopping, IDLE_SECONDS, "anomaly engine step", self._failed)
+
+    def _failed(self) -> None:
+        self.errors += 1
 
     async def step(self) -> bool:
         """Process the next batch of committed spans; False when there was none."""

@@ -19,7 +19,6 @@ after their trace was analysed are not analysed again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import pickle
@@ -33,6 +32,7 @@ from typing import Any
 import apsw
 import orjson
 
+from tracebox.appliance.background import repeat
 from tracebox.appliance.insights import store as istore
 from tracebox.appliance.insights.analyse import CRITICAL_PATH, Finding, analyse
 from tracebox.appliance.model import Span
@@ -220,16 +220,10 @@ class InsightRollup:
             await self._task
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                worked = await self.step()
-            except Exception:
-                self.errors += 1
-                log.exception("insights rollup step failed; retrying")
-                worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), IDLE_S)
+        await repeat(self.step, self._stopping, IDLE_S, "insights rollup step", self._failed)
+
+    def _failed(self) -> None:
+        self.errors += 1
 
     async def step(self, now: float | None = None) -> bool:
         """Read new spans, analyse the traces that settled, close windows; False when idle."""

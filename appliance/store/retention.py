@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import apsw
 import orjson
 
+from tracebox.appliance.background import repeat
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.store.rows import build_batch
 
@@ -103,15 +104,12 @@ class Retention:
         return bool(self.max_age_s or self.max_bytes)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
+        async def round_() -> bool:
+            with contextlib.suppress(Overloaded, StoreUnavailable):  # busy or disk full: next round
                 await self.once(stopping)
-            except (Overloaded, StoreUnavailable):
-                pass  # the writer is busy or the disk is full: try again next round
-            except Exception:
-                log.exception("retention round failed; trying again in %ss", self.every_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.every_s)
+            return False  # rest a full interval between rounds
+
+        await repeat(round_, stopping, self.every_s, "retention round")
 
     async def once(self, stopping: asyncio.Event | None = None) -> int:
         """One round: by age, then by size; returns the spans deleted."""
