@@ -37,7 +37,7 @@ class _TwoGen:
 
 
 class Lineage:
-    def __init__(self, cap: int = 200_000) -> None:
+    def __init__(self, cap: int = 50_000) -> None:
         self.recent = _TwoGen(cap)  # span id -> (node, parent id)
         self.waiting = _TwoGen(cap)  # parent id -> child node
         self.llm_waiting = _TwoGen(cap)  # ancestor id -> [LlmCall]
