@@ -28,6 +28,8 @@ Done = Callable[[Any, BaseException | None], None]
 
 #: Spans committed in one transaction at most; beyond this a commit is split.
 MAX_SPANS_PER_COMMIT = 50_000
+#: Errors after which the database takes no writes until the cause goes away.
+_FATAL = (apsw.FullError, apsw.IOError, apsw.CorruptError, apsw.ReadOnlyError)
 #: After a failed commit (disk full...), span writes are refused this long before the next try.
 RETRY_UNAVAILABLE_S = 5.0
 
@@ -49,6 +51,13 @@ class WriterStats:
     commit_seconds_total: float = 0.0
 
 
+def _fatal_cause(exc: BaseException | None) -> BaseException | None:
+    """The full-disk or I/O error somewhere down an exception's chain, if any."""
+    while exc is not None and not isinstance(exc, _FATAL):
+        exc = exc.__context__
+    return exc
+
+
 class Writer:
     def __init__(self, conn: apsw.Connection, *, max_pending_spans: int = 200_000) -> None:
         self._conn = conn
@@ -61,6 +70,7 @@ class Writer:
         self.unavailable: str | None = None  # set while the disk is full or the database unusable
         self._failed_at = 0.0
         self.on_failure: list[Callable[[], None]] = []  # run when work is rolled back
+        self.retry_unavailable_s = RETRY_UNAVAILABLE_S
         self._thread = threading.Thread(target=self._run, name="tracebox-writer", daemon=True)
         self._thread.start()
 
@@ -78,8 +88,8 @@ class Writer:
             if self._stopping:
                 raise StoreUnavailable("tracebox is shutting down", retry_after=2.0)
             if weight:
-                if self.unavailable and time.monotonic() - self._failed_at < RETRY_UNAVAILABLE_S:
-                    raise StoreUnavailable(self.unavailable, retry_after=RETRY_UNAVAILABLE_S)
+                if self.unavailable and time.monotonic() - self._failed_at < self.retry_unavailable_s:
+                    raise StoreUnavailable(self.unavailable, retry_after=self.retry_unavailable_s)
                 if self._pending_spans and self._pending_spans + weight > self._max_pending:
                     backlog = self._pending_spans / max(self._rate(), 1.0)
                     raise Overloaded(retry_after=max(1.0, round(backlog, 1)))
@@ -127,14 +137,17 @@ class Writer:
                 try:
                     with self._conn:  # a savepoint: one failing job does not undo the others
                         results.append((item.job(self._conn), None))
-                except (apsw.FullError, apsw.IOError, apsw.CorruptError, apsw.ReadOnlyError):
-                    raise
                 except Exception as exc:
+                    # SQLite rolls the whole transaction back on a full disk or an I/O error, and the
+                    # savepoint's own rollback then fails: what matters is the first error.
+                    cause = _fatal_cause(exc) or exc
+                    if isinstance(cause, _FATAL) or self._conn.getautocommit():
+                        raise cause from None
                     log.exception("write job failed")
                     self._rolled_back()
                     results.append((None, exc))
             self._conn.execute("COMMIT")
-        except (apsw.FullError, apsw.IOError, apsw.CorruptError, apsw.ReadOnlyError) as exc:
+        except _FATAL as exc:
             error = self._fail(exc)
         except Exception as exc:  # unexpected: keep the writer alive, fail this group
             log.exception("commit failed")
