@@ -660,35 +660,56 @@ async def alerts(request: web.Request) -> web.Response:
     )
 
 
-def _evidence(alert: dict[str, Any]) -> dict[str, Any] | None:
-    """A band chart: the expected median to threshold (or p90) against the observed values."""
-    expected, observed = alert.get("expected") or {}, alert.get("observed") or {}
-    numeric = {
-        f"{side} {key}": value
-        for side, values in (("expected", expected), ("observed", observed))
-        for key, value in values.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
-    if not numeric:
-        return None
-    lo_key = next((k for k in ("medianUs", "median", "mean", "rate", "value") if k in expected), None)
-    hi_key = next((k for k in ("thresholdUs", "threshold", "p90Us", "upper") if k in expected), None)
-    marks = [
-        (key, observed[key]) for key in observed if isinstance(observed[key], int | float) and key in expected
-    ]
-    values = [v for _, v in marks]
-    if lo_key:
-        values.append(expected[lo_key])
-    if hi_key:
-        values.append(expected[hi_key])
-    top = max(values, default=0) or 1
-    scale = 900 / (top * 1.1)
+#: Counts describe the sample, not the signal: they are listed in the tables, not charted.
+_COUNT_KEYS = frozenset(("calls", "count", "errors", "n", "traces", "windows", "spans"))
+
+
+def _mark(key: str, value: Any, x: float) -> dict[str, Any]:
+    """An observed dot; its label sits on whichever side of the dot has room."""
+    right = x < 600
     return {
-        "band": (expected.get(lo_key, 0) * scale, expected.get(hi_key, expected.get(lo_key, 0)) * scale)
-        if lo_key
-        else None,
-        "band_label": f"expected {lo_key} to {hi_key}" if lo_key and hi_key else "expected",
-        "marks": [{"key": key, "x": round(value * scale, 1), "value": value} for key, value in marks],
+        "key": key,
+        "value": value,
+        "x": round(x, 1),
+        "label_x": round(x + (64 if right else 36), 1),
+        "anchor": "start" if right else "end",
+    }
+
+
+def _evidence(alert: dict[str, Any]) -> dict[str, Any] | None:
+    """A band chart of the alert's signal: from the expected value to the threshold, and the observed dot.
+
+    The signal is the first measure both sides report (errorRatio, medianUs, input tokens...), so
+    one scale serves the band and the dot; counts and p-values stay in the tables.
+    """
+    expected, observed = alert.get("expected") or {}, alert.get("observed") or {}
+    signal = next(
+        (
+            key
+            for key, value in observed.items()
+            if key in expected
+            and key not in _COUNT_KEYS
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and isinstance(expected[key], int | float)
+        ),
+        None,
+    )
+    if signal is None:
+        return None
+    upper_key = next(
+        (k for k in expected if k.startswith("threshold") or k in ("upper", "p90Us", "p99Us")), None
+    )
+    low = float(expected[signal])
+    high = float(expected[upper_key]) if upper_key and isinstance(expected[upper_key], int | float) else low
+    seen = float(observed[signal])
+    top = max(low, high, seen) * 1.1 or 1.0
+    scale = 900 / top
+    band_label = f"expected {signal} {low:g}" + (f" to {upper_key} {high:g}" if upper_key else "")
+    return {
+        "band": (min(low, high) * scale, max(low, high) * scale),
+        "band_label": band_label,
+        "marks": [_mark(signal, observed[signal], seen * scale)],
         "top": top,
     }
 
