@@ -11,6 +11,7 @@ from tracebox.appliance.linker import DependencyLinker
 from tracebox.appliance.model import SpanError, normalize_trace_id
 from tracebox.appliance.query import QueryError, QueryRequest
 from tracebox.appliance.store import queries
+from tracebox.appliance.store.dependencies import window_links
 
 #: Name lists change slowly; Zipkin lets browsers cache them for five minutes too.
 NAMES_CACHE = {"Cache-Control": "max-age=300, must-revalidate"}
@@ -110,11 +111,12 @@ async def trace_many(request: web.Request) -> web.Response:
 
 async def dependencies(request: web.Request) -> web.Response:
     _required(request, "endTs")
-    links = await request.app[STORE].read(_link, *time_window(request))
+    links = await request.app[STORE].read(window_links, *time_window(request))
     return json_response(orjson.dumps(links))
 
 
 def _link(conn, lo_us: int, hi_us: int) -> list[dict]:
+    """Every trace of the window linked on the spot: what ``window_links`` must equal."""
     linker = DependencyLinker()
     for spans in queries.dependency_spans(conn, lo_us, hi_us):
         linker.put_trace(spans)

@@ -16,6 +16,7 @@ from tracebox.appliance import api, collector, insights_api, limits, llm_api, op
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.auth import Credentials, auth_middleware, grpc_authorized
 from tracebox.appliance.config import ConfigError, Settings
+from tracebox.appliance.dependency_task import add_dependency_task
 from tracebox.appliance.ingest import Ingest
 from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.metrics import Metrics
@@ -71,6 +72,7 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     llm_api.add_routes(app)
     insights_api.add_routes(app)
     add_retention(app, settings, store)
+    add_dependency_task(app, store)
     if settings.engine:
         add_engine(app, settings, store)
     sampling_api.setup(app, settings, store)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import apsw
 
+from tracebox.appliance.store.dependencies import mark_dirty
 from tracebox.appliance.store.rows import Batch
 
 INSERT_SPAN = (
@@ -54,6 +55,7 @@ class SpanConsumer:
         rows = [(first + i, *row) for i, row in enumerate(batch.spans)]
         conn.executemany(INSERT_SPAN, rows)
         self.last_id = first + len(rows) - 1
+        mark_dirty(conn, batch.spans, first, self.last_id)
         if batch.tags:
             conn.executemany(INSERT_TAG, batch.tags)
         llm_rows = [(first + i, *llm) for i, llm in enumerate(batch.llm) if llm is not None]

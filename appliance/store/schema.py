@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import apsw
 
+from tracebox.appliance.store.dependencies import create_tables as create_dependency_tables
+
 SPANS = """
 CREATE TABLE spans (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order: the anomaly engine's cursor
@@ -85,7 +87,7 @@ CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
 
 Step = str | Callable[[apsw.Connection], None]
 
-MIGRATIONS: list[Step] = [SPANS]
+MIGRATIONS: list[Step] = [SPANS, create_dependency_tables]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
 
