@@ -34,8 +34,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,6 +366,8 @@ class IngestRun:
     healthy_s: float
     refused: int
     failed: int
+    engine_lag_max: float  # spans, sampled every 0.25 s during the flat-out load
+    engine_catch_up_s: float
 
 
 def ingest_run(
@@ -375,7 +379,9 @@ def ingest_run(
     server = start_server(db, serve_args)
     try:
         cpu_before = cpu_seconds(server.pid)
-        flat = drive(server.url, main, workdir, connections)
+        with EngineLag(server.url) as lag:
+            flat = drive(server.url, main, workdir, connections)
+        catch_up = lag.catch_up_s()
         cpu = cpu_seconds(server.pid) - cpu_before
         stored = count_spans(db)
         target = 0.8 * stored / flat.elapsed_s
@@ -400,7 +406,55 @@ def ingest_run(
         healthy_s=server.healthy_after_s,
         refused=flat.refused + slow.refused,
         failed=flat.failed + slow.failed,
+        engine_lag_max=lag.max_lag,
+        engine_catch_up_s=catch_up,
     )
+
+
+class EngineLag:
+    """Samples the anomaly engine's lag (committed spans not yet processed) while the load runs."""
+
+    POLL_S = 0.25
+    CATCH_UP_LIMIT_S = 120.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.max_lag = float("nan")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _lag(self) -> int | None:
+        try:
+            with urllib.request.urlopen(self.url + "/api/tracebox/engine", timeout=5) as response:
+                return json.loads(response.read())["lagSpans"]
+        except (OSError, ValueError, KeyError):
+            return None  # engine off (404) or busy
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            lag = self._lag()
+            if lag is not None:
+                self.max_lag = lag if self.max_lag != self.max_lag else max(self.max_lag, lag)
+
+    def __enter__(self) -> EngineLag:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def catch_up_s(self) -> float:
+        """Seconds from the end of the load until the engine has processed every committed span."""
+        started = time.monotonic()
+        while time.monotonic() - started < self.CATCH_UP_LIMIT_S:
+            lag = self._lag()
+            if lag is None:
+                return float("nan")
+            if lag == 0:
+                return time.monotonic() - started
+            time.sleep(self.POLL_S)
+        return float("inf")
 
 
 INGEST_COLUMNS = (
@@ -414,6 +468,8 @@ INGEST_COLUMNS = (
     ("RSS MB", "peak_rss_mb", "{:.0f}"),
     ("CPU s", "cpu_s", "{:.1f}"),
     ("B/span", "bytes_per_span", "{:.0f}"),
+    ("eng lag", "engine_lag_max", "{:,.0f}"),
+    ("catchup s", "engine_catch_up_s", "{:.1f}"),
     ("429s", "refused", "{:.0f}"),
     ("failed", "failed", "{:.0f}"),
 )
