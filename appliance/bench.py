@@ -589,6 +589,7 @@ def load_database(db: Path, spans: int, seed: int, echo: Callable[[str], None] =
                 echo(f"[bench] loading: {written:,}/{spans:,} spans ({rate:,.0f} spans/s)")
         if batch:
             pending.add(asyncio.ensure_future(store.write_spans(batch)))
+        pending.add(asyncio.ensure_future(store.write_spans(big_trace(BIG_TRACE_SPANS, now_us - 60_000_000))))
         for task in pending:
             await task
 
@@ -598,6 +599,37 @@ def load_database(db: Path, spans: int, seed: int, echo: Callable[[str], None] =
         store.close()
     echo(f"[bench] loaded {written:,} spans in {time.perf_counter() - started:.0f} s")
     return written
+
+
+BIG_TRACE_ID = "b16b16b16b16b16b16b16b16b16b16b1"
+BIG_TRACE_SPANS = 5_000
+
+
+def big_trace(spans: int, start_us: int) -> list[dict]:
+    """One trace of ``spans`` spans: a root fanning out ten wide per level over six services, each
+    child inside its parent's time, for the trace page's worst case."""
+    services = ("api-gateway", "chat", "context", "llm-router", "vector-store", "billing")
+    out = []
+    for i in range(spans):
+        depth = 0
+        j = i
+        while j:
+            j = (j - 1) // 10
+            depth += 1
+        span = {
+            "traceId": BIG_TRACE_ID,
+            "id": f"{i + 1:016x}",
+            "name": f"step {i % 37}",
+            "kind": "SERVER" if i % 3 == 0 else "CLIENT",
+            "timestamp": start_us + i * 50,
+            "duration": max(1, 10_000_000 // (depth + 1) - (i % 10) * 100),
+            "localEndpoint": {"serviceName": services[i % len(services)]},
+            "tags": {"index": str(i)},
+        }
+        if i:
+            span["parentId"] = f"{(i - 1) // 10 + 1:016x}"
+        out.append(span)
+    return out
 
 
 def _query_plan(db: Path, now_ms: int) -> list[tuple[str, list[str]]]:
@@ -615,6 +647,9 @@ def _query_plan(db: Path, now_ms: int) -> list[tuple[str, list[str]]]:
             ).fetchall()
             if row:
                 ids.append(row[0][0])
+        has_big_trace = bool(
+            conn.execute("SELECT 1 FROM spans WHERE trace_id = ?", (BIG_TRACE_ID,)).fetchall()
+        )
     finally:
         conn.close()
     window = f"endTs={now_ms}&lookback=86400000&limit=10"
@@ -659,6 +694,11 @@ def _query_plan(db: Path, now_ms: int) -> list[tuple[str, list[str]]]:
         ("UI /?serviceName", ["/?serviceName=api-gateway"]),
         ("UI /traces/{id}", [f"/traces/{trace_id}" for trace_id in ids[50:80]]),
     ]
+    if has_big_trace:
+        plan += [
+            (f"/trace/{{id}} {BIG_TRACE_SPANS:,} spans", [f"/api/v2/trace/{BIG_TRACE_ID}"]),
+            (f"UI /traces/{{id}} {BIG_TRACE_SPANS:,} spans", [f"/traces/{BIG_TRACE_ID}"]),
+        ]
     return plan
 
 

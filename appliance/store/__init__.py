@@ -31,8 +31,18 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 
 
+#: Page cache per connection. The writer's holds the hot index pages inserts touch; readers look
+#: up a few pages per request and share the OS page cache, so theirs is small (RSS adds up).
+WRITER_CACHE_MIB = 64
+READER_CACHE_MIB = 16
+
+
 def connect(
-    path: str | os.PathLike, *, synchronous: str = "NORMAL", readonly: bool = False
+    path: str | os.PathLike,
+    *,
+    synchronous: str = "NORMAL",
+    readonly: bool = False,
+    cache_mib: int = READER_CACHE_MIB,
 ) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     conn = apsw.Connection(str(path), flags=flags)
@@ -43,7 +53,7 @@ def connect(
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB per connection
+    conn.execute(f"PRAGMA cache_size = {-1024 * cache_mib}")
     conn.execute("PRAGMA temp_store = MEMORY")
     return conn
 
@@ -73,12 +83,14 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # NORMAL in WAL mode survives a killed process (the WAL is in the OS); FULL survives power loss.
         self._synchronous = "FULL" if fsync else "NORMAL"
-        self._write_conn = connect(self.path, synchronous=self._synchronous)
+        self._write_conn = connect(self.path, synchronous=self._synchronous, cache_mib=WRITER_CACHE_MIB)
         self.schema_version = migrate(self._write_conn)
         self.consumer = SpanConsumer(self._write_conn)
         self.instance_secret = instance_secret(self._write_conn)
         self._write_conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_BACKSTOP_PAGES}")
-        self._checkpointer = Checkpointer(lambda: connect(self.path, synchronous=self._synchronous))
+        self._checkpointer = Checkpointer(
+            lambda: connect(self.path, synchronous=self._synchronous, cache_mib=2)
+        )
         self.writer = Writer(self._write_conn, max_pending_spans=max_pending_spans)
         self.writer.on_failure.append(self.consumer.forget_names)
         self.autocomplete_keys = frozenset(autocomplete_keys)
