@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import apsw
 
+from tracebox.appliance.store import otel_parts
 from tracebox.appliance.store.dependencies import mark_dirty
 from tracebox.appliance.store.rows import Batch
 
@@ -48,6 +49,7 @@ class SpanConsumer:
         ).fetchall()
         self.last_id: int = row[0][0]
         self._seen: dict[str, dict[tuple, int]] = {table: {} for table in _NAME_TABLES}
+        self._parts: set[int] = set()  # OTLP resources and scopes already written
 
     def __call__(self, conn: apsw.Connection, batch: Batch) -> int:
         """Insert one batch; return the id of its last span (the engine's cursor moves past it)."""
@@ -61,6 +63,10 @@ class SpanConsumer:
         llm_rows = [(first + i, *llm) for i, llm in enumerate(batch.llm) if llm is not None]
         if llm_rows:
             conn.executemany(INSERT_LLM, llm_rows)
+        new_parts = [(h, blob) for h, blob in batch.otel_parts.items() if h not in self._parts]
+        if new_parts:
+            conn.executemany(otel_parts.INSERT, new_parts)
+            self._parts.update(h for h, _ in new_parts)
         self._names(conn, "services", batch.services)
         self._names(conn, "span_names", batch.span_names)
         self._names(conn, "remote_services", batch.remote_services)
@@ -79,6 +85,8 @@ class SpanConsumer:
             conn.executemany(_NAME_TABLES[table], fresh)
 
     def forget_names(self) -> None:
-        """Drop the caches after retention pruned name tables, so names seen again are re-inserted."""
+        """Drop the caches of what is written (after a rollback, or retention pruning names), so
+        names and OTLP parts seen again are written again."""
         for seen in self._seen.values():
             seen.clear()
+        self._parts.clear()

@@ -9,6 +9,7 @@ from hashlib import blake2b
 import orjson
 
 from tracebox.appliance.model import Span
+from tracebox.appliance.store.otel_parts import Deduper
 
 FLAG_ERROR = 1
 FLAG_SHARED = 2
@@ -50,6 +51,7 @@ class Batch:
     spans: list[tuple] = field(default_factory=list)
     tags: list[tuple] = field(default_factory=list)  # (tag_hash, ts, trace_low)
     llm: list[tuple | None] = field(default_factory=list)  # aligned with spans
+    otel_parts: dict[int, bytes] = field(default_factory=dict)  # OTLP resources and scopes, by hash
     # names the lists offer, each with the newest timestamp it was seen at (retention prunes by it)
     services: dict[tuple[str], int] = field(default_factory=dict)
     span_names: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -68,6 +70,7 @@ def build_batch(
     """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None."""
     batch = Batch()
     seen_tags: set[tuple] = set()
+    dedupe = Deduper()
     for span in spans:
         if llm_fields is not None:
             batch.llm.append(llm_fields(span))
@@ -100,7 +103,7 @@ def build_batch(
                 span.get("duration"),
                 flags,
                 orjson.dumps(span),
-                orjson.dumps(otel) if otel else None,
+                orjson.dumps(dedupe(otel)) if otel else None,
             )
         )
         if not ts:
@@ -127,6 +130,7 @@ def build_batch(
             if len(text) <= MAX_INDEXED_VALUE and marker not in seen_tags:
                 seen_tags.add(marker)
                 batch.tags.append((tag_hash(service, text, ""), ts, low))
+    batch.otel_parts = dedupe.parts
     return batch
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import apsw
 
 from tracebox.appliance.store.dependencies import create_tables as create_dependency_tables
+from tracebox.appliance.store.otel_parts import DDL as OTEL_PARTS_DDL
 
 SPANS = """
 CREATE TABLE spans (
@@ -87,7 +88,7 @@ CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
 
 Step = str | Callable[[apsw.Connection], None]
 
-MIGRATIONS: list[Step] = [SPANS, create_dependency_tables]
+MIGRATIONS: list[Step] = [SPANS, create_dependency_tables, OTEL_PARTS_DDL]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
 

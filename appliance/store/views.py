@@ -19,7 +19,7 @@ from tracebox.appliance.insights import analyse
 from tracebox.appliance.insights import store as insight_store
 from tracebox.appliance.model import Span, normalize_trace_id
 from tracebox.appliance.query import QueryRequest
-from tracebox.appliance.store import queries
+from tracebox.appliance.store import otel_parts, queries
 from tracebox.appliance.store.rows import trace_low
 
 #: With a pattern filter, search analyses up to this many times the limit of matching traces...
@@ -109,10 +109,12 @@ def trace_otel(conn: apsw.Connection, trace_id: str) -> dict[tuple[str, str | No
     """The OTLP extras of a trace's spans, keyed by (span id, local service)."""
     trace_id = normalize_trace_id(trace_id)
     sql = "SELECT span_id, service, otel FROM spans WHERE trace_low = ? AND otel IS NOT NULL"
-    return {
+    extras = {
         (span_id, service): orjson.loads(otel)
         for span_id, service, otel in conn.execute(sql, (trace_low(trace_id),))
     }
+    otel_parts.restore(conn, extras.values())
+    return extras
 
 
 def trace_with_otel(

@@ -1,0 +1,75 @@
+"""OTLP resources and scopes, stored once each instead of once per span.
+
+Every span of one resource repeats the same resource attributes (service, host, SDK, k8s...) and
+scope; kept inline they were most of an OTLP span's bytes on disk. The ingest path replaces each
+with a reference (a 64-bit hash of its JSON) and writes the part itself once; readers put it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import apsw
+import orjson
+
+PARTS = ("resource", "scope")
+DDL = "CREATE TABLE otel_parts (h INTEGER PRIMARY KEY, json BLOB NOT NULL) WITHOUT ROWID"
+INSERT = "INSERT OR IGNORE INTO otel_parts (h, json) VALUES (?, ?)"
+
+
+def part_hash(blob: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big", signed=True)
+
+
+class Deduper:
+    """Per batch: swaps each resource/scope for ``<part>Ref`` and collects the parts to write.
+
+    Decoders hand every span of one resource the same dict object, so most lookups hit the
+    identity cache and only the first span of a resource pays for encoding and hashing.
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[int, bytes] = {}
+        self._by_id: dict[int, tuple[Any, int]] = {}  # id(obj) -> (obj, hash); obj kept alive
+
+    def __call__(self, otel: dict[str, Any]) -> dict[str, Any]:
+        if not any(part in otel for part in PARTS):
+            return otel
+        out = dict(otel)
+        for part in PARTS:
+            obj = out.pop(part, None)
+            if obj:
+                out[f"{part}Ref"] = self._ref(obj)
+        return out
+
+    def _ref(self, obj: dict[str, Any]) -> int:
+        cached = self._by_id.get(id(obj))
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        blob = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        h = part_hash(blob)
+        self.parts[h] = blob
+        self._by_id[id(obj)] = (obj, h)
+        return h
+
+
+def restore(conn: apsw.Connection, extras: Iterable[dict[str, Any]]) -> None:
+    """Put resources and scopes back into OTLP extras read from the store (in place)."""
+    extras = list(extras)
+    refs = {e[f"{part}Ref"] for e in extras for part in PARTS if f"{part}Ref" in e}
+    if not refs:
+        return
+    found: dict[int, Any] = {}
+    refs_list = list(refs)
+    for i in range(0, len(refs_list), 500):
+        chunk = refs_list[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for h, blob in conn.execute(f"SELECT h, json FROM otel_parts WHERE h IN ({marks})", chunk):
+            found[h] = orjson.loads(blob)
+    for extra in extras:
+        for part in PARTS:
+            ref = extra.pop(f"{part}Ref", None)
+            if ref is not None and ref in found:
+                extra[part] = found[ref]
