@@ -37,6 +37,7 @@ def test_alert_list_and_detail_show_the_evidence(alerted, page):
         for a in alerted.get_json("/api/tracebox/alerts")
         if a["kind"] == "error" and a["service"] == "payments"
     ]
+    assert BURST.start * 1_000_000 <= burst["startedAt"] <= BURST.end * 1_000_000  # raised by the fault
     page.goto(alerted.url + "/alerts?serviceName=payments")
     row = page.locator("table.alerts-table tbody tr", has_text="payments")
     assert row.count() == 1
