@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 from tests.spans import NOW_US, dumps, new_trace_id, span
 
@@ -93,3 +94,47 @@ def test_window_excludes_old_traces(tracebox):
         span(t, "2", parent="1", service=web, kind="CLIENT", remote=old, ts=NOW_US - two_hours),
     )
     assert (web, old) not in links(tracebox, NOW_US)
+
+
+FAR_US = (2**63 - 1) // 1000 * 1000 - 1000  # the last whole millisecond a query window can reach
+
+
+def test_a_timestamp_at_the_end_of_time_does_not_break_the_window(tmp_path):
+    """Timestamps next to 2^63 - 1 µs are valid; bucket arithmetic near them must stay in range."""
+    from tests.conftest import start_tracebox
+
+    server = start_tracebox(
+        tmp_path / "t.db", TRACEBOX_DEPENDENCY_QUIET_SECONDS="0", TRACEBOX_DEPENDENCY_IDLE_SECONDS="0.2"
+    )
+    try:
+        web, api = names("web", "api")
+        post(
+            server,
+            span(
+                new_trace_id(),
+                "1",
+                service="far",
+                kind="CLIENT",
+                remote="future",
+                ts=FAR_US,
+                duration=None,
+            ),
+        )
+        t = new_trace_id()
+        post(
+            server,
+            span(t, "1", service=web, kind="SERVER"),
+            span(t, "2", parent="1", service=web, kind="CLIENT", remote=api),
+        )
+        for _ in range(2):  # before and after the background linker has seen both minutes
+            assert links(server, NOW_US)[(web, api)]["callCount"] == 1
+            far = server.get_json("/api/v2/dependencies", endTs=(2**63 - 1) // 1000, lookback=60_000)
+            assert far == [{"parent": "far", "child": "future", "callCount": 1}]
+            deadline = time.monotonic() + 30
+            while (
+                server.get_json("/metrics").get("tracebox_dependency_dirty_buckets", 0)
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+    finally:
+        server.stop()

@@ -21,10 +21,12 @@ from collections.abc import Iterable
 import apsw
 
 from tracebox.appliance.linker import DependencyLinker, Link, merge_links
-from tracebox.appliance.model import Span
-from tracebox.appliance.store.rows import FLAG_ERROR, FLAG_SHARED
+from tracebox.appliance.store.queries import link_span
 
 BUCKET_US = 60_000_000
+#: SQLite's largest integer: bucket arithmetic near a hostile timestamp (2^63 - 1 is a valid one)
+#: must not step past it.
+_INT64_MAX = 2**63 - 1
 
 DDL = """
 CREATE TABLE dependency_dirty (
@@ -101,30 +103,13 @@ class _Trace:
         return max(r[0] for r in self.rows)
 
 
-def _span(span_id, parent_id, kind, service, remote, flags) -> Span:
-    span: Span = {"traceId": "", "id": span_id}
-    if parent_id:
-        span["parentId"] = parent_id
-    if kind:
-        span["kind"] = kind
-    if service:
-        span["localEndpoint"] = {"serviceName": service}
-    if remote:
-        span["remoteEndpoint"] = {"serviceName": remote}
-    if flags & FLAG_ERROR:
-        span["tags"] = {"error": ""}
-    if flags & FLAG_SHARED:
-        span["shared"] = True
-    return span
-
-
 def _group(rows: Iterable[tuple]) -> dict[int, _Trace]:
     traces: dict[int, _Trace] = {}
     for span_id_, low, ts, span_id, parent_id, kind, service, remote, flags in rows:
         trace = traces.get(low)
         if trace is None:
             trace = traces[low] = _Trace(low)
-        trace.rows.append((span_id_, ts, _span(span_id, parent_id, kind, service, remote, flags)))
+        trace.rows.append((span_id_, ts, link_span(span_id, parent_id, kind, service, remote, flags)))
     return traces
 
 
@@ -144,6 +129,12 @@ def _traces_in(conn: apsw.Connection, ranges: list[tuple[int, int]], extra_lows:
 
 def _bucket(ts: int) -> int:
     return ts // BUCKET_US
+
+
+def _bucket_range(bucket: int) -> tuple[int, int]:
+    """A bucket's inclusive timestamp bounds, within SQLite's integers."""
+    start = bucket * BUCKET_US
+    return start, min(start + BUCKET_US - 1, _INT64_MAX)
 
 
 # -- the background linker --------------------------------------------------------------------
@@ -168,8 +159,7 @@ def link_buckets(conn: apsw.Connection, buckets: list[int]) -> tuple[int, list[t
         results = []
         stale: set[int] = set()
         for bucket in buckets:
-            start = bucket * BUCKET_US
-            traces = _traces_in(conn, [(start, start + BUCKET_US - 1)])
+            traces = _traces_in(conn, [_bucket_range(bucket)])
             linker = DependencyLinker()
             first_ts = max_ts = None
             for trace in traces.values():
@@ -260,12 +250,12 @@ def window_links(conn: apsw.Connection, lo_us: int, hi_us: int) -> list[Link]:
             "SELECT bucket, first_id FROM dependency_dirty WHERE bucket < ? OR bucket > ?",
             (_bucket(lo_us), _bucket(hi_us)),
         ):
-            start = bucket * BUCKET_US
+            start, end = _bucket_range(bucket)
             outside_lows.update(
                 r[0]
                 for r in conn.execute(
                     "SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ? AND id >= ?",
-                    (start, start + BUCKET_US - 1, first_id),
+                    (start, end, first_id),
                 )
             )
         for _round in range(MAX_ROUNDS):
@@ -304,6 +294,7 @@ def _live(
         cursor = max(cursor, start + BUCKET_US)
     if cursor <= hi_us:
         ranges.append((cursor, hi_us))
+    ranges = [(lo, min(hi, _INT64_MAX)) for lo, hi in ranges if lo <= _INT64_MAX]
     traces = _traces_in(conn, ranges, outside_lows)
     linker = DependencyLinker()
     stale: set[int] = set()

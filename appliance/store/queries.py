@@ -168,6 +168,26 @@ def autocomplete_values(conn: apsw.Connection, key: str) -> list[str]:
     return [r[0] for r in conn.execute(sql, (key,))]
 
 
+def link_span(
+    span_id: str, parent_id: str | None, kind: str | None, service: str | None, remote: str | None, flags: int
+) -> Span:
+    """A span rebuilt from index columns with just what the dependency linker reads."""
+    span: Span = {"traceId": "", "id": span_id}
+    if parent_id:
+        span["parentId"] = parent_id
+    if kind:
+        span["kind"] = kind
+    if service:
+        span["localEndpoint"] = {"serviceName": service}
+    if remote:
+        span["remoteEndpoint"] = {"serviceName": remote}
+    if flags & FLAG_ERROR:
+        span["tags"] = {"error": ""}
+    if flags & FLAG_SHARED:
+        span["shared"] = True
+    return span
+
+
 def dependency_spans(conn: apsw.Connection, lo_us: int, hi_us: int) -> Iterator[list[Span]]:
     """The spans of each trace with a span in the window, reduced to what the linker reads."""
     sql = (
@@ -181,20 +201,7 @@ def dependency_spans(conn: apsw.Connection, lo_us: int, hi_us: int) -> Iterator[
             if trace:
                 yield trace
             current, trace = low, []
-        span: Span = {"traceId": "", "id": span_id}
-        if parent_id:
-            span["parentId"] = parent_id
-        if kind:
-            span["kind"] = kind
-        if service:
-            span["localEndpoint"] = {"serviceName": service}
-        if remote:
-            span["remoteEndpoint"] = {"serviceName": remote}
-        if flags & FLAG_ERROR:
-            span["tags"] = {"error": ""}
-        if flags & FLAG_SHARED:
-            span["shared"] = True
-        trace.append(span)
+        trace.append(link_span(span_id, parent_id, kind, service, remote, flags))
     if trace:
         yield trace
 
