@@ -133,6 +133,16 @@ class Tracebox:
         return response.json()
 
 
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.1) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds (background work is async)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not reached in {timeout} s")
+
+
 def start_tracebox(db: Path, *args: str, **env: str) -> Tracebox:
     return Tracebox(db=db, args=list(args), env=env).start()
 

@@ -8,23 +8,13 @@ import apsw
 import orjson
 import pytest
 
-from tests.conftest import start_tracebox
+from tests.conftest import start_tracebox, wait_until
 from tests.spans import NOW_US, dumps, new_trace_id, span
 from tracebox.appliance.api import _link
 from tracebox.appliance.demo import generate_traces
 from tracebox.appliance.store.dependencies import BUCKET_US
 
 FAST = {"TRACEBOX_DEPENDENCY_QUIET_SECONDS": "0.2", "TRACEBOX_DEPENDENCY_IDLE_SECONDS": "0.1"}
-WAIT_S = 60
-
-
-def wait_until(predicate, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def db(server) -> apsw.Connection:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import apsw
 
-from tests.conftest import start_tracebox
+from tests.conftest import start_tracebox, wait_until
 from tests.spans import NOW_US, dumps, new_trace_id, span
 
 DAY_US = 86_400_000_000
 WAIT_S = 60
-
-
-def wait_until(predicate, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 def exists(server, trace_id: str) -> bool:
