@@ -9,16 +9,21 @@ import orjson
 from tracebox.appliance.model import DecodeError, Span, check_span_count, normalize_span
 
 
-def decode_v2(body: bytes) -> list[Span]:
-    """Parse a JSON list of v2 spans; an empty list is valid (Zipkin answers 202 to ``[]``)."""
+def read_span_list(body: bytes, encoding: str) -> list:
+    """The JSON list a Zipkin JSON body holds, with Zipkin's messages when it is not one."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"Malformed reading List<Span> from json: {exc}") from None
     if not isinstance(data, list):
-        raise DecodeError("Expected a JSON_V2 encoded list")
+        raise DecodeError(f"Expected a {encoding} encoded list")
     check_span_count(len(data))
-    return [normalize_span(item) for item in data]
+    return data
+
+
+def decode_v2(body: bytes) -> list[Span]:
+    """Parse a JSON list of v2 spans; an empty list is valid (Zipkin answers 202 to ``[]``)."""
+    return [normalize_span(item) for item in read_span_list(body, "JSON_V2")]
 
 
 def encode_spans(spans: Iterable[Span]) -> bytes:

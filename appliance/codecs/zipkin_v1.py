@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from tracebox.appliance.codecs.zipkin_json import read_span_list
 from tracebox.appliance.model import (
-    DecodeError,
     Span,
     SpanError,
     check_span_count,
@@ -70,13 +70,7 @@ class _V1Span(NamedTuple):
 
 def decode_v1(body: bytes) -> list[Span]:
     """Parse a JSON list of v1 spans into normalised v2 spans; one v1 span may yield several."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"Malformed reading List<Span> from json: {exc}") from None
-    if not isinstance(data, list):
-        raise DecodeError("Expected a JSON_V1 encoded list")
-    check_span_count(len(data))
+    data = read_span_list(body, "JSON_V1")
     spans = [normalize_span(span) for item in data for span in _Converter(_read_span(item)).convert()]
     check_span_count(len(spans))
     return spans
