@@ -37,6 +37,19 @@ class Detector(Generic[K, W]):
             recent.append(closed.get(key))
             yield key, recent
 
+    def judged(self, key: K, settings: Settings, pool: object | None, learned: bool) -> bool:
+        """Record why a key is or is not judged this window; True when it is."""
+        if settings.mute:
+            status = MUTED
+        elif pool is None:
+            status = LOW_TRAFFIC
+        elif not learned:
+            status = LEARNING
+        else:
+            status = READY
+        self.status[key] = status
+        return status == READY
+
     def settings(self, service: str, operation: str) -> Settings:
         return self.config.settings(service, operation)
 

@@ -7,7 +7,7 @@ from typing import Any
 from .accumulators import OpWindow
 from .baseline import CountBaseline, pool_recent
 from .config import EngineConfig
-from .detector import LEARNING, LOW_TRAFFIC, MUTED, READY, Detector
+from .detector import Detector
 from .finding import ANOMALOUS, ELEVATED, NORMAL, Finding, Node
 from .stats import binomial_tail, surprise
 
@@ -38,14 +38,8 @@ class ErrorDetector(Detector[Node, OpWindow]):
             settings = self.settings(node[0], node[1])
             finding = None
             pool = pool_recent(recent, settings.min_traffic or cfg.error_min_traffic, _size)
-            if settings.mute:
-                self.status[node] = MUTED
-            elif pool is None:
-                self.status[node] = LOW_TRAFFIC
-            elif len(baseline) < cfg.min_baseline_windows or baseline.totals()[0] < MIN_BASELINE_CALLS:
-                self.status[node] = LEARNING
-            else:
-                self.status[node] = READY
+            learned = len(baseline) >= cfg.min_baseline_windows and baseline.totals()[0] >= MIN_BASELINE_CALLS
+            if self.judged(node, settings, pool, learned):
                 finding = self._judge(node, baseline, pool, settings.sensitivity)
                 findings.append(finding)
             window = recent[-1]

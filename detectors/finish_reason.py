@@ -15,7 +15,7 @@ import numpy as np
 from .accumulators import LlmCall
 from .baseline import MixBaseline, pool_recent
 from .config import EngineConfig
-from .detector import LEARNING, LOW_TRAFFIC, MUTED, READY, Detector
+from .detector import Detector
 from .finding import ANOMALOUS, ELEVATED, NORMAL, Finding
 from .stats import g_test, surprise
 
@@ -69,14 +69,10 @@ class FinishReasonDetector(Detector[MixKey, MixWindow]):
             settings = self.settings(key[0], key[1])
             finding = None
             pool = pool_recent(recent, settings.min_traffic or cfg.finish_min_traffic, _size)
-            if settings.mute:
-                self.status[key] = MUTED
-            elif pool is None:
-                self.status[key] = LOW_TRAFFIC
-            elif len(baseline) < cfg.min_baseline_windows or baseline.total.total() < MIN_BASELINE_CALLS:
-                self.status[key] = LEARNING
-            else:
-                self.status[key] = READY
+            learned = (
+                len(baseline) >= cfg.min_baseline_windows and baseline.total.total() >= MIN_BASELINE_CALLS
+            )
+            if self.judged(key, settings, pool, learned):
                 finding = self._judge(key, baseline, [w for w in pool if w], settings.sensitivity)
                 findings.append(finding)
             # Learn a window only once it leaves the pool with every evaluation it was part of

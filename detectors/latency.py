@@ -15,7 +15,7 @@ import numpy as np
 from .accumulators import OpWindow
 from .baseline import ShiftBaseline, pool_recent
 from .config import EngineConfig
-from .detector import LEARNING, LOW_TRAFFIC, MUTED, READY, Detector
+from .detector import Detector
 from .finding import NORMAL, Finding, Node, shift_state
 from .stats import log_summary
 
@@ -41,14 +41,7 @@ class LatencyDetector(Detector[Node, OpWindow]):
             settings = self.settings(node[0], node[1])
             finding = None
             pool = pool_recent(recent, settings.min_traffic or cfg.latency_min_traffic, _size)
-            if settings.mute:
-                self.status[node] = MUTED
-            elif pool is None:
-                self.status[node] = LOW_TRAFFIC
-            elif len(baseline) < cfg.min_baseline_windows:
-                self.status[node] = LEARNING
-            else:
-                self.status[node] = READY
+            if self.judged(node, settings, pool, len(baseline) >= cfg.min_baseline_windows):
                 finding = self._judge(node, baseline, pool, settings.sensitivity)
                 findings.append(finding)
             window = recent[-1]
