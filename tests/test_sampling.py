@@ -254,8 +254,9 @@ def test_opentelemetry_jaeger_remote_sampler_follows_the_adaptive_strategy(tmp_p
         {"seconds": 8, "rates": {"get /busy": 20, "get /rare": 1}},
         {"seconds": 10, "rates": {"get /busy": 200, "get /rare": 1}},
     ]
+    strategies: list[dict[str, float]] = []  # the per-operation probabilities served while it ran
     try:
-        result = subprocess.run(
+        peer = subprocess.Popen(
             [
                 "node",
                 str(ROOT / "tests" / "peers" / "jaeger_remote_sampler.js"),
@@ -263,15 +264,24 @@ def test_opentelemetry_jaeger_remote_sampler_follows_the_adaptive_strategy(tmp_p
                 "shop",
                 json.dumps(phases),
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
-            check=False,
             env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
         )
-        assert result.returncode == 0, result.stderr[-2000:]
-        lines = [json.loads(line) for line in result.stdout.splitlines()]
-        strategy = server.get_json("/sampling", service="shop")
+        deadline = time.monotonic() + 120
+        while peer.poll() is None and time.monotonic() < deadline:
+            strategy = server.get_json("/sampling", service="shop")
+            strategies.append(
+                {
+                    s["operation"]: s["probabilisticSampling"]["samplingRate"]
+                    for s in strategy["operationSampling"]["perOperationStrategies"]
+                }
+            )
+            time.sleep(0.5)
+        stdout, stderr = peer.communicate(timeout=max(1, deadline - time.monotonic()))
+        assert peer.returncode == 0, stderr[-2000:]
+        lines = [json.loads(line) for line in stdout.splitlines()]
     finally:
         server.stop()
 
@@ -291,11 +301,10 @@ def test_opentelemetry_jaeger_remote_sampler_follows_the_adaptive_strategy(tmp_p
     assert target / 4 <= kept2 / 5 <= target * 5, kept2 / 5
     started, kept = sampled(1, "get /rare", 5)
     assert kept == started  # the rare endpoint is kept whole
-    per_op = {
-        s["operation"]: s["probabilisticSampling"]["samplingRate"]
-        for s in strategy["operationSampling"]["perOperationStrategies"]
-    }
-    assert per_op["get /busy"] < 0.1 and per_op["get /rare"] == 1.0
+    # read while the traffic flowed: after it stops the served rate rises again as the estimate decays
+    busy = [p["get /busy"] for p in strategies if "get /busy" in p]
+    assert busy and min(busy) < 0.1
+    assert all(p["get /rare"] == 1.0 for p in strategies if "get /rare" in p)
 
 
 def _live_bytes(db: Path) -> tuple[int, int]:
