@@ -6,8 +6,8 @@ separate process (its own GIL) posting pre-encoded demo traffic (AI-chat traces,
 in 512-span requests over several connections, as fast as the server acknowledges them; then, on
 the same server, at 80 % of the rate it reached. Reported per format: spans/s acknowledged and
 spans/s durably stored (rows counted in the database afterwards over the same wall time), p50/p99
-request latency flat out and at 80 %, the server's peak RSS (VmHWM), its CPU seconds during the
-flat-out phase, and bytes on disk per span (after the server's final checkpoint). Every figure is
+request latency flat out and at 80 %, the peak RSS (VmHWM) summed over the server's processes (the
+server, its ingest workers and the engine's process), their CPU seconds during the flat-out phase, and bytes on disk per span (after the server's final checkpoint). Every figure is
 the median of ``--runs`` runs.
 
 Query (``--query``): ``--spans`` spans of demo traffic spread over the last 24 h are written into a
@@ -132,16 +132,36 @@ def stop_server(server: Server, timeout: float = 60.0) -> int:
         return server.proc.wait(10)
 
 
+def process_tree(pid: int) -> list[int]:
+    """The server and its worker processes (ingest workers, the engine's process)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for task in Path(f"/proc/{tree[i]}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                tree.extend(int(child) for child in task.read_text().split())
+        i += 1
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds used by the server's process tree so far."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The sum of the peak RSS (VmHWM) of the server's processes: an upper bound of their joint peak."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024
 
 
 def count_spans(db: Path) -> int:

@@ -15,13 +15,10 @@ from aiohttp import web
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.body import INFLIGHT, Admitted, BodyError, media_type, read_body
 from tracebox.appliance.codecs import otlp
-from tracebox.appliance.codecs.zipkin_json import decode_v2
-from tracebox.appliance.codecs.zipkin_proto import decode_proto
-from tracebox.appliance.codecs.zipkin_v1 import decode_v1
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
-from tracebox.appliance.model import DecodeError, Span
+from tracebox.appliance.model import DecodeError
 
-Decoder = Callable[[bytes], list[Span]]
+Wire = str  # a name in ``prepare.DECODERS``
 JSON_TYPES = ("", "application/json", "text/plain")
 PROTOBUF = "application/x-protobuf"
 
@@ -29,26 +26,26 @@ PROTOBUF = "application/x-protobuf"
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE = 3, 8, 14
 
 
-def _zipkin_v2_decoder(content_type: str) -> Decoder:
+def _zipkin_v2_wire(content_type: str) -> Wire:
     if content_type in JSON_TYPES:
-        return decode_v2
+        return "zipkin-json"
     if content_type == PROTOBUF:
-        return decode_proto
+        return "zipkin-proto"
     raise BodyError(415, f"Unsupported Content-Type {content_type!r}: send application/json or {PROTOBUF}")
 
 
-def _zipkin_v1_decoder(content_type: str) -> Decoder:
+def _zipkin_v1_wire(content_type: str) -> Wire:
     if content_type in JSON_TYPES:
-        return decode_v1
+        return "zipkin-v1-json"
     raise BodyError(415, f"Unsupported Content-Type {content_type!r}: /api/v1/spans takes application/json")
 
 
 async def post_spans_v2(request: web.Request) -> web.Response:
-    return await _zipkin(request, _zipkin_v2_decoder)
+    return await _zipkin(request, _zipkin_v2_wire)
 
 
 async def post_spans_v1(request: web.Request) -> web.Response:
-    return await _zipkin(request, _zipkin_v1_decoder)
+    return await _zipkin(request, _zipkin_v1_wire)
 
 
 def _admit(request: web.Request) -> AbstractContextManager[Admitted]:
@@ -60,31 +57,29 @@ def _admit(request: web.Request) -> AbstractContextManager[Admitted]:
     return INFLIGHT.admit(request.content_length, settings.max_body_bytes)
 
 
-async def _zipkin(request: web.Request, pick_decoder: Callable[[str], Decoder]) -> web.Response:
+async def _zipkin(request: web.Request, pick_wire: Callable[[str], Wire]) -> web.Response:
     try:
         with _admit(request) as held:
-            return await _zipkin_admitted(request, pick_decoder, held)
+            return await _zipkin_admitted(request, pick_wire, held)
     except Overloaded as exc:
         request.app[METRICS].count("http", messages_dropped=1)
         return _text(429, str(exc), exc.retry_after)
 
 
 async def _zipkin_admitted(
-    request: web.Request, pick_decoder: Callable[[str], Decoder], held: Admitted
+    request: web.Request, pick_wire: Callable[[str], Wire], held: Admitted
 ) -> web.Response:
     app = request.app
     metrics = app[METRICS]
     try:
-        decoder = pick_decoder(media_type(request))
+        wire = pick_wire(media_type(request))
         body = await read_body(request, app[SETTINGS].max_body_bytes)
         held.grow_to(len(body))
         metrics.count("http", messages=1, bytes=len(body))
-        spans = decoder(body)
+        await app[INGEST].accept(wire, body, "http")
     except (BodyError, DecodeError) as exc:
         metrics.count("http", messages_dropped=1)
         return _text(getattr(exc, "status", 400), str(exc))
-    try:
-        await app[INGEST].accept(spans, "http")
     except Overloaded as exc:
         return _text(429, str(exc), exc.retry_after)
     except StoreUnavailable as exc:
@@ -108,9 +103,9 @@ async def _otlp_admitted(request: web.Request, content_type: str, held: Admitted
     metrics = app[METRICS]
     try:
         if content_type == PROTOBUF:
-            decoder = otlp.decode_otlp_protobuf
+            wire = "otlp-proto"
         elif content_type == "application/json":
-            decoder = otlp.decode_otlp_json
+            wire = "otlp-json"
         else:
             raise BodyError(
                 415, f"Unsupported Content-Type {content_type!r}: send {PROTOBUF} or application/json"
@@ -118,21 +113,20 @@ async def _otlp_admitted(request: web.Request, content_type: str, held: Admitted
         body = await read_body(request, app[SETTINGS].max_body_bytes)
         held.grow_to(len(body))
         metrics.count("otlp-http", messages=1, bytes=len(body))
-        batch = decoder(body)
+        prepared = await app[INGEST].accept(wire, body, "otlp-http")
     except (BodyError, DecodeError) as exc:
         metrics.count("otlp-http", messages_dropped=1)
         return _status(content_type, getattr(exc, "status", 400), INVALID_ARGUMENT, str(exc))
-    try:
-        await app[INGEST].accept(batch.spans, "otlp-http")
     except Overloaded as exc:
         return _status(content_type, 429, RESOURCE_EXHAUSTED, str(exc), exc.retry_after)
     except StoreUnavailable as exc:
         return _status(content_type, 503, UNAVAILABLE, str(exc), exc.retry_after)
-    if batch.rejected:
-        metrics.count("otlp-http", spans_dropped=batch.rejected)
+    if prepared.rejected:
+        metrics.count("otlp-http", spans_dropped=prepared.rejected)
     reply_type = "application/json" if content_type == "application/json" else PROTOBUF
     return web.Response(
-        body=otlp.export_response(reply_type, batch.rejected, batch.error_message), content_type=reply_type
+        body=otlp.export_response(reply_type, prepared.rejected, prepared.error_message),
+        content_type=reply_type,
     )
 
 

@@ -52,6 +52,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_bytes", "Largest request body accepted, after decompression."),
     Option("fsync", "fsync every commit (survives power loss, not only a killed process)."),
     Option("max_pending_spans", "Spans queued for the writer before ingest answers 429/503."),
+    Option(
+        "ingest_processes",
+        "Worker processes that decode incoming spans (0: inside the server; -1: one if there is a second core).",
+    ),
     Option("self_tracing", "Trace tracebox's own query API into itself.", "SELF_TRACING_ENABLED"),
     Option("retention_days", "Delete spans older than this many days (0 keeps them forever)."),
     Option("max_db_mb", "Delete the oldest spans while the database holds more than this (0: no cap)."),
@@ -89,6 +93,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     fsync: bool = False
     max_pending_spans: int = 200_000
+    ingest_processes: int = -1
     self_tracing: bool = False
     retention_days: float = 7.0
     max_db_mb: int = 0

@@ -1,36 +1,33 @@
-"""The one path from decoded spans to the store, shared by every transport."""
+"""The one path from a request body to the store, shared by every transport."""
 
 from __future__ import annotations
 
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.metrics import Metrics
-from tracebox.appliance.model import Span
-from tracebox.appliance.redaction import Redactor
-from tracebox.appliance.sampling import CollectorSampler
+from tracebox.appliance.prepare import Prepared, PreparePool
 from tracebox.appliance.store import Store
 
 
 class Ingest:
-    """The one path from decoded spans to the store: redaction, sampling, counting, durable write."""
+    """Body in, durable rows out: decoding, redaction and sampling (``PreparePool``), counting, write."""
 
-    def __init__(
-        self, store: Store, sampler: CollectorSampler, metrics: Metrics, redact: Redactor | None = None
-    ) -> None:
+    def __init__(self, store: Store, prepare: PreparePool, metrics: Metrics) -> None:
         self.store = store
-        self.sampler = sampler
+        self.prepare = prepare
         self.metrics = metrics
-        self.redact = redact
 
-    async def accept(self, spans: list[Span], transport: str) -> None:
-        """Store spans; returns after the commit. Raises ``Overloaded`` or ``StoreUnavailable``."""
-        if self.redact is not None:
-            spans = self.redact(spans)
-        kept = self.sampler.sample(spans)
-        self.metrics.count(transport, spans=len(spans), spans_dropped=len(spans) - len(kept))
-        if not kept:
-            return
+    async def accept(self, wire: str, body: bytes, transport: str) -> Prepared:
+        """Store a body's spans; returns after the commit.
+
+        Raises ``DecodeError`` (answer 400/413), ``Overloaded`` or ``StoreUnavailable``.
+        """
+        prepared = await self.prepare(wire, body)
+        self.metrics.count(transport, spans=prepared.received, spans_dropped=prepared.sampled_out)
+        if not prepared.batch:
+            return prepared
         try:
-            await self.store.write_spans(kept)
+            await self.store.write_batch(prepared.batch)
         except (Overloaded, StoreUnavailable):
-            self.metrics.count(transport, messages_dropped=1, spans_dropped=len(kept))
+            self.metrics.count(transport, messages_dropped=1, spans_dropped=len(prepared.batch))
             raise
+        return prepared

@@ -1,7 +1,7 @@
 """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` on grpc.aio.
 
 The method is registered with raw-bytes (de)serialisers so the request goes through the same
-``decode_otlp_protobuf`` as OTLP/HTTP, and a body that is not an ``ExportTraceServiceRequest``
+ingest pipeline (``prepare``) as OTLP/HTTP, and a body that is not an ``ExportTraceServiceRequest``
 answers INVALID_ARGUMENT with the decoder's message rather than grpc's generic INTERNAL. gzip
 (``grpc-encoding: gzip``) is handled by grpc itself; the message size limit applies to the
 decompressed message.
@@ -14,16 +14,12 @@ from collections.abc import Awaitable, Callable
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from tracebox.appliance.codecs.otlp import (
-    decode_otlp_protobuf,
-    encode_retry_info,
-    encode_rpc_status,
-    export_response,
-)
+from tracebox.appliance.codecs.otlp import encode_retry_info, encode_rpc_status, export_response
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
-from tracebox.appliance.model import DecodeError, Span
+from tracebox.appliance.model import DecodeError
+from tracebox.appliance.prepare import Prepared
 
-Accept = Callable[[list[Span], str], Awaitable[None]]
+Accept = Callable[[str, bytes, str], Awaitable[Prepared]]  # (wire, body, transport), as Ingest.accept
 Authorize = Callable[[tuple | None], bool]
 
 SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
@@ -34,7 +30,8 @@ _PROTOBUF = "application/x-protobuf"
 
 
 class TraceService:
-    """The Export method; ``accept`` stores the decoded spans or raises ``Overloaded``/``StoreUnavailable``."""
+    """The Export method; ``accept`` stores the body's spans or raises ``DecodeError``, ``Overloaded``
+    or ``StoreUnavailable``."""
 
     def __init__(self, accept: Accept, authorize: Authorize | None = None) -> None:
         self._accept = accept
@@ -46,15 +43,12 @@ class TraceService:
                 grpc.StatusCode.UNAUTHENTICATED, "send authorization: Bearer <ingest token> metadata"
             )
         try:
-            batch = decode_otlp_protobuf(body)
+            prepared = await self._accept("otlp-proto", body, TRANSPORT)
         except DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if batch.spans:
-            try:
-                await self._accept(batch.spans, TRANSPORT)
-            except (Overloaded, StoreUnavailable) as exc:
-                await _abort_unavailable(context, str(exc), exc.retry_after)
-        return export_response(_PROTOBUF, batch.rejected, batch.error_message)
+        except (Overloaded, StoreUnavailable) as exc:
+            await _abort_unavailable(context, str(exc), exc.retry_after)
+        return export_response(_PROTOBUF, prepared.rejected, prepared.error_message)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

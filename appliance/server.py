@@ -21,8 +21,8 @@ from tracebox.appliance.ingest import Ingest
 from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.metrics import Metrics
 from tracebox.appliance.otlp_grpc import start_grpc_server
+from tracebox.appliance.prepare import PreparePool, PrepareSettings
 from tracebox.appliance.redaction import parse_rules
-from tracebox.appliance.sampling import CollectorSampler
 from tracebox.appliance.selftrace import self_tracing_middleware
 from tracebox.appliance.store import Store
 from tracebox.appliance.store.retention import Retention
@@ -43,6 +43,30 @@ def open_store(settings: Settings) -> Store:
     )
 
 
+def prepare_pool(app: web.Application, settings: Settings, store: Store) -> PreparePool:
+    """The ingest pipeline's workers (see ``prepare``), started and stopped with the server."""
+    prepare = PrepareSettings(
+        sample_rate=settings.sample_rate,
+        redactor=parse_rules(settings.sections.get("redact"), salt=store.instance_secret),
+        autocomplete_keys=store.autocomplete_keys,
+        prices=settings.sections.get("prices"),
+    )
+    if settings.ingest_processes >= 0:
+        pool = PreparePool(prepare, settings.ingest_processes)
+    else:
+        pool = PreparePool(prepare)
+
+    async def start(_app: web.Application) -> None:
+        pool.warm_up()
+
+    async def stop(_app: web.Application) -> None:
+        pool.close()  # after the last request: aiohttp runs cleanup once handlers are done
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return pool
+
+
 def create_app(settings: Settings, store: Store) -> web.Application:
     app = web.Application(
         middlewares=[cors_middleware, errors_middleware, *_optional_middlewares(settings, store)],
@@ -51,8 +75,7 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     app[SETTINGS] = settings
     app[STORE] = store
     metrics = app[METRICS] = Metrics()
-    redact = parse_rules(settings.sections.get("redact"), salt=store.instance_secret)
-    app[INGEST] = Ingest(store, CollectorSampler(settings.sample_rate), metrics, redact)
+    app[INGEST] = Ingest(store, prepare_pool(app, settings, store), metrics)
     metrics.gauge(
         "tracebox_writer_queue_spans", "Spans waiting for the writer.", lambda: store.writer.pending_spans
     )
@@ -130,7 +153,7 @@ def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
         await store.ensure_schema("notify", [NOTIFY_DDL])
         await notifier.start()
         await runner.start()
-        await notifier.submit(runner.engine.open_alerts())  # rebuild groups; the log stops repeats
+        await notifier.submit(await runner.open_alerts())  # rebuild groups; the log stops repeats
 
     async def stop(_app: web.Application) -> None:
         await runner.stop()

@@ -1,7 +1,9 @@
 """Running the engine inside ``tracebox serve``: committed spans in, alerts out, never in ingest's way.
 
 The runner reads spans the store has committed, in commit order, after a cursor; the engine works
-on them in a thread of its own; alert changes, the cursor and (every few seconds, and whenever
+on them in a process of its own (reading the spans there too, through its own read connection), so
+its Python work runs on another core than ingest's instead of taking turns with it for the GIL, and
+its objects never slow the server's garbage collector. Alert changes, the cursor and (every few seconds, and whenever
 alerts change) the engine's snapshot are written in one transaction. After a restart the engine
 resumes from its last snapshot and re-reads the spans after that snapshot's cursor; because it
 works in event time, that replay reproduces exactly what it had computed, and any alert change in
@@ -14,15 +16,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 import apsw
 import orjson
 
 from tracebox.appliance.background import repeat
-from tracebox.appliance.store import Store
+from tracebox.appliance.store import Store, connect
 from tracebox.appliance.store.rows import FLAG_ERROR
+from tracebox.appliance.workers import worker_pool
 from tracebox.detectors import alert_store
 from tracebox.detectors.alerts import AlertChange
 from tracebox.detectors.config import EngineConfig
@@ -59,6 +63,10 @@ _READ = (
 #: The engine's tables, by version (see ``appliance.store.schema.migrate``).
 SCHEMA = [alert_store.DDL]
 
+#: The engine reads spans in order, each page once: a small page cache serves it.
+READ_CACHE_MIB = 4
+
+T = TypeVar("T")
 OnChanges = Callable[[list[AlertChange]], Awaitable[None]]
 
 
@@ -111,35 +119,41 @@ class EngineRunner:
         self.store = store
         self.config = config
         self.on_changes = on_changes
-        self.engine = Engine(config)
         self.cursor = 0
         self._saved_at = 0.0
         self._saved_cursor = 0
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracebox-engine")
+        self._process: ProcessPoolExecutor | None = None
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self.errors = 0
 
     async def start(self) -> None:
         await self.store.ensure_schema("detectors", SCHEMA)
-        state = await self.store.read(alert_store.load_state)
-        if state is not None:
-            cursor, snapshot = state
-            try:
-                self.engine = Engine.restore(self.config, snapshot)
-                self.cursor = cursor
-                self._saved_cursor = cursor
-            except Exception as exc:  # a snapshot from another version or config: learn afresh
-                log.warning("engine snapshot not usable (%s); starting from the newest spans", exc)
-                self.cursor = self.store.consumer.last_id
+        await self._boot()
         self._task = asyncio.create_task(self._run(), name="tracebox-engine")
+
+    async def _boot(self) -> None:
+        """Start the engine's process from the last saved snapshot (or fresh) and set the cursor."""
+        self._process = worker_pool(1)
+        state = await self.store.read(alert_store.load_state)
+        cursor, snapshot = state if state is not None else (0, None)
+        problem = await self._in_engine(_boot, str(self.store.path), self.config, snapshot)
+        if problem:  # a snapshot from another version or config: learn afresh
+            log.warning("engine snapshot not usable (%s); starting from the newest spans", problem)
+            cursor = self.store.consumer.last_id
+        self.cursor = self._saved_cursor = cursor
+
+    async def _in_engine(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._process is not None
+        return await asyncio.get_running_loop().run_in_executor(self._process, fn, *args)
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
             await self._task
         await self._save(force=True)
-        self._thread.shutdown(wait=True)
+        if self._process is not None:
+            self._process.shutdown(wait=True)
 
     async def _run(self) -> None:
         await repeat(self.step, self._stopping, IDLE_SECONDS, "anomaly engine step", self._failed)
@@ -149,15 +163,19 @@ class EngineRunner:
 
     async def step(self) -> bool:
         """Process the next batch of committed spans; False when there was none."""
-        rows = await self.store.read(read_after, self.cursor, BATCH_SPANS)
-        if not rows:
+        try:
+            last, changes = await self._in_engine(_step, self.cursor, BATCH_SPANS)
+        except BrokenProcessPool:
+            # the process died (killed, out of memory): resume from the last save, which replays
+            # the spans after it exactly as before (event time), so no alert is lost or repeated
+            log.error("the anomaly engine's process died; restarting it from its last snapshot")
+            await self._boot()
+            return True
+        if last is None:
             if self._saved_cursor != self.cursor:  # idle: persist progress within SNAPSHOT_EVERY_S
                 await self._save(force=False)  # (tail sampling deletes only what it has saved)
             return False
-        batch = [(span, llm) for _, span, llm in rows]
-        loop = asyncio.get_running_loop()
-        changes = await loop.run_in_executor(self._thread, self.engine.process, batch)
-        self.cursor = rows[-1][0]
+        self.cursor = last
         await self._save(force=bool(changes), changes=changes)
         if changes and self.on_changes is not None:
             await self.on_changes(changes)
@@ -167,22 +185,60 @@ class EngineRunner:
         now = time.monotonic()
         if not force and now - self._saved_at < SNAPSHOT_EVERY_S:
             return
-        loop = asyncio.get_running_loop()
-        snapshot = await loop.run_in_executor(self._thread, self.engine.snapshot)
+        snapshot = await self._in_engine(_call, "snapshot")
         cursor = self.cursor
         await self.store.write(lambda conn: alert_store.commit_progress(conn, cursor, snapshot, changes))
         self._saved_at = now
         self._saved_cursor = cursor
 
     async def status(self) -> dict[str, Any]:
-        """Progress as ``/api/tracebox/engine`` shows it; read in the engine's thread, between batches."""
-        loop = asyncio.get_running_loop()
-        status = await loop.run_in_executor(self._thread, self.engine.status)
+        """Progress as ``/api/tracebox/engine`` shows it; read in the engine's process, between batches."""
+        status = await self._in_engine(_call, "status")
         status["lagSpans"] = max(0, self.store.consumer.last_id - self.cursor)
         status["cursor"] = self.cursor
         status["errors"] = self.errors
         return status
 
     async def baselines(self) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self.engine.baselines)
+        return await self._in_engine(_call, "baselines")
+
+    async def open_alerts(self) -> list[dict[str, Any]]:
+        return await self._in_engine(_call, "open_alerts")
+
+
+# --- inside the engine's process ------------------------------------------------------------------
+
+_engine: Engine | None = None
+_conn: apsw.Connection | None = None
+_path = ""
+
+
+def _boot(path: str, config: EngineConfig, snapshot: bytes | None) -> str | None:
+    """Set up this process's engine; returns why the snapshot was not usable, if it was not."""
+    global _engine, _conn, _path
+    _path, _conn = path, None
+    _engine = Engine(config)
+    if snapshot is None:
+        return None
+    try:
+        _engine = Engine.restore(config, snapshot)
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _step(cursor: int, limit: int) -> tuple[int | None, list[AlertChange]]:
+    """Read and process the spans after ``cursor``: (the last one's id or None, alert changes)."""
+    global _conn
+    assert _engine is not None, "engine process not booted"
+    if _conn is None:
+        _conn = connect(_path, readonly=True, cache_mib=READ_CACHE_MIB)
+    rows = read_after(_conn, cursor, limit)
+    if not rows:
+        return None, []
+    return rows[-1][0], _engine.process([(span, llm) for _, span, llm in rows])
+
+
+def _call(method: str) -> Any:
+    assert _engine is not None, "engine process not booted"
+    return getattr(_engine, method)()

@@ -23,19 +23,26 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.otlp_grpc import SERVICE, start_grpc_server
+from tracebox.appliance.prepare import DECODERS, Prepared
+from tracebox.appliance.store.rows import Batch
 
 
 class Recorder:
-    """A test ``accept``: records what it is given, after raising the queued failures."""
+    """A test ``accept``: decodes with the real decoder (garbage raises there, as in the server),
+    records the spans, then raises the queued failures."""
 
     def __init__(self, *failures: Exception) -> None:
         self.failures = list(failures)
         self.calls: list[tuple[float, list, str]] = []
 
-    async def __call__(self, spans, transport):
-        self.calls.append((time.monotonic(), spans, transport))
+    async def __call__(self, wire, body, transport):
+        decoded = DECODERS[wire](body)
+        self.calls.append((time.monotonic(), decoded.spans, transport))
         if self.failures:
             raise self.failures.pop(0)
+        return Prepared(
+            Batch(), len(decoded.spans), rejected=decoded.rejected, error_message=decoded.error_message
+        )
 
     @property
     def spans(self):

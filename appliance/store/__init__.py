@@ -106,7 +106,10 @@ class Store:
 
     async def write_spans(self, spans: list[Span]) -> int:
         """Store spans; returns once they are committed. Raises Overloaded / StoreUnavailable."""
-        batch = self.prepare(spans)
+        return await self.write_batch(self.prepare(spans))
+
+    async def write_batch(self, batch: Batch) -> int:
+        """Store prepared rows (``rows.build_batch``); returns the id of the last span once committed."""
         if not batch:
             return self.consumer.last_id
         return await self.write(lambda conn: self.consumer(conn, batch), weight=len(batch))

@@ -1,0 +1,42 @@
+"""Worker processes beside the server (ingest decoding, the anomaly engine), gone when it goes.
+
+Spawned, not forked: the server has threads (the writer, readers) whose locks a fork would copy.
+A worker watches its parent and exits as soon as the parent is gone, even when the parent was
+killed outright (SIGKILL, the OOM killer) and could not shut its pools down.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+#: How often a worker checks that the server is still there.
+PARENT_CHECK_S = 0.5
+
+
+def worker_pool(
+    processes: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
+
+
+def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    threading.Thread(target=_exit_with, args=(parent,), name="tracebox-parent-watch", daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
