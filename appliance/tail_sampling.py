@@ -358,9 +358,8 @@ class TailSampler:
             d.kept, d.reason = True, "alert"
             self.decisions[d.trace_low] = True
         ids = [i for d in batch if d.decided.trace_low not in alerted for i in d.span_ids]
-        bodies = await self.store.read(db.span_bodies, ids)
-        tags = db.tag_keys(bodies)
-        await self.store.write(lambda conn: db.delete_spans(conn, ids, tags, rescued), weight=len(ids))
+        stored = await self.store.read(db.stored_spans, ids)
+        await self.store.write(lambda conn: db.delete_spans(conn, ids, stored, rescued), weight=len(ids))
         chosen = {id(d) for d in batch}
         self.doomed = deque(d for d in self.doomed if id(d) not in chosen)
         return not any(d.max_id <= limit for d in self.doomed)

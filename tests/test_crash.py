@@ -31,6 +31,7 @@ import requests
 
 from tests.conftest import Tracebox, start_tracebox
 from tests.spans import NOW_US
+from tracebox.appliance.store.rows import SPAN_COLUMNS, span_from_row
 
 BATCH_SIZES = (1, 2, 5, 20, 100, 500, 1000)
 
@@ -140,13 +141,14 @@ class LoadGenerator:
 
 
 def stored_spans(db: Path) -> Counter:
-    """(trace id, span id, span JSON) -> copies, read from the file itself, read-only."""
+    """(trace id, span id, span JSON) -> copies, read from the file itself, read-only (each row
+    turned back into Zipkin JSON as the store reads it: ids, names and times live in columns)."""
     conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         return Counter(
-            (trace_id, span_id, bytes(json))
-            for trace_id, span_id, json in conn.execute("SELECT trace_id, span_id, json FROM spans")
+            (row[0], row[2], orjson.dumps(span_from_row(*row)))
+            for row in conn.execute(f"SELECT {SPAN_COLUMNS} FROM spans")
         )
     finally:
         conn.close()

@@ -42,3 +42,48 @@ def test_resources_stored_once_and_restored(fresh_tracebox):
         assert extra["resource"]["attributes"]["k8s.pod.name"] == RESOURCE["k8s.pod.name"]
         assert extra["scope"]["name"] == "parts.scope" and extra["scope"]["version"] == "9.9"
         assert "resourceRef" not in extra and "scopeRef" not in extra
+
+
+def test_stored_form_keeps_only_what_the_zipkin_span_does_not_say():
+    """String attributes are their tags, microsecond times are the span's: the store keeps neither
+    twice, and ``expand`` gives back exactly what the decoder produced."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    from tracebox.appliance.codecs.otlp import decode_otlp_protobuf
+    from tracebox.appliance.store.otel_parts import expand, stored_form
+
+    attributes = [
+        KeyValue(key="http.route", value=AnyValue(string_value="/orders")),
+        KeyValue(key="http.status_code", value=AnyValue(int_value=200)),
+        KeyValue(key="cache.hit", value=AnyValue(bool_value=False)),
+    ]
+    whole_us = Span(
+        trace_id=b"\x01" * 16,
+        span_id=b"\x02" * 8,
+        name="a",
+        attributes=attributes,
+        start_time_unix_nano=1_700_000_000_000_000_000,
+        end_time_unix_nano=1_700_000_000_005_000_000,
+    )
+    finer = Span(
+        trace_id=b"\x01" * 16,
+        span_id=b"\x03" * 8,
+        name="b",
+        attributes=attributes,
+        start_time_unix_nano=1_700_000_000_000_000_123,
+        end_time_unix_nano=1_700_000_000_005_000_456,
+    )
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[whole_us, finer])])]
+    )
+    for decoded in decode_otlp_protobuf(request.SerializeToString()).spans:
+        otel = decoded["otel"]
+        stored = stored_form(otel, decoded)
+        assert "http.route" not in stored.get("attributes", {})  # a tag says it
+        assert stored["attributes"] == {"http.status_code": 200, "cache.hit": False}
+        assert ("startTimeUnixNano" in stored) == (decoded["name"] == "b")  # only when finer than µs
+        restored = dict(stored)
+        expand(restored, decoded["tags"], decoded["timestamp"], decoded["duration"])
+        assert restored == otel

@@ -43,7 +43,7 @@ def test_old_spans_go_new_spans_stay(tmp_path):
     conn = apsw.Connection(str(tmp_path / "t.db"))
     counts = [
         conn.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-        for t in ("spans", "span_tags", "llm_calls")
+        for t in ("spans", "tag_index", "llm_calls")
     ]
     conn.close()
     assert counts[0] == 1 and counts[2] == 0

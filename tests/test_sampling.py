@@ -199,7 +199,7 @@ def test_interesting_traces_are_kept_and_a_fair_share_of_the_rest(tmp_path):
     conn = apsw.Connection(str(tmp_path / "t.db"))
     try:  # nothing of a dropped trace is left behind in the tag index or the LLM table
         orphans = conn.execute(
-            "SELECT count(*) FROM span_tags WHERE trace_low NOT IN (SELECT trace_low FROM spans)"
+            "SELECT count(*) FROM tag_index WHERE trace_low NOT IN (SELECT trace_low FROM spans)"
         ).fetchall()[0][0]
         llm_orphans = conn.execute(
             "SELECT count(*) FROM llm_calls WHERE span_id NOT IN (SELECT id FROM spans)"

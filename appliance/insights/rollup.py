@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
-import orjson
 
 from tracebox.appliance.background import repeat
 from tracebox.appliance.insights import store as istore
 from tracebox.appliance.insights.analyse import CRITICAL_PATH, Finding, analyse
 from tracebox.appliance.model import Span
+from tracebox.appliance.store.rows import SPAN_COLUMNS, span_from_row
 from tracebox.appliance.trace import merge_trace
 
 log = logging.getLogger(__name__)
@@ -283,8 +283,10 @@ class InsightRollup:
         by_trace: list[tuple[str, list[Span]]] = []
         for low in lows:
             groups: dict[str, list[Span]] = {}
-            for (body,) in conn.execute("SELECT json FROM spans WHERE trace_low = ? ORDER BY id", (low,)):
-                span = orjson.loads(body)
+            for row in conn.execute(
+                f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_low = ? ORDER BY id", (low,)
+            ):
+                span = span_from_row(*row)
                 groups.setdefault(span["traceId"] if self.strict else "", []).append(span)
             for spans in groups.values():
                 by_trace.append((spans[0]["traceId"], merge_trace(spans, strict_trace_id=self.strict)))

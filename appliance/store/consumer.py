@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import apsw
 
-from tracebox.appliance.store import otel_parts
+from tracebox.appliance.store import otel_parts, tag_index
 from tracebox.appliance.store.dependencies import mark_dirty
 from tracebox.appliance.store.rows import Batch
 
@@ -12,7 +12,6 @@ INSERT_SPAN = (
     "INSERT INTO spans (id, trace_low, trace_id, span_id, parent_id, kind, name, service, remote_service,"
     " ts, duration, flags, json, otel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-INSERT_TAG = "INSERT OR IGNORE INTO span_tags (h, ts, trace_low) VALUES (?,?,?)"
 INSERT_LLM = (
     "INSERT INTO llm_calls (span_id, trace_id, ts, duration, service, name, provider, request_model,"
     " response_model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,"
@@ -59,7 +58,7 @@ class SpanConsumer:
         self.last_id = first + len(rows) - 1
         mark_dirty(conn, batch.spans, first, self.last_id)
         if batch.tags:
-            conn.executemany(INSERT_TAG, batch.tags)
+            tag_index.insert(conn, batch.tags, first)
         llm_rows = [(first + i, *llm) for i, llm in enumerate(batch.llm) if llm is not None]
         if llm_rows:
             conn.executemany(INSERT_LLM, llm_rows)

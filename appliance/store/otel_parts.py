@@ -55,6 +55,41 @@ class Deduper:
         return h
 
 
+def stored_form(otel: dict[str, Any], span: dict[str, Any]) -> dict[str, Any]:
+    """What the store keeps of a span's OTLP extras: what the Zipkin span does not already say.
+
+    A string attribute is its tag of the same name, byte for byte, so only attributes a tag cannot
+    carry (numbers, booleans, arrays, maps) are kept typed; the nanosecond times are kept only when
+    they are finer than the span's microseconds. ``expand`` puts both back.
+    """
+    out = otel
+    attributes = otel.get("attributes")
+    if attributes:
+        tags = span.get("tags") or {}
+        typed = {k: v for k, v in attributes.items() if not (isinstance(v, str) and tags.get(k) == v)}
+        if len(typed) != len(attributes):
+            out = {**otel, "attributes": typed, "stringTags": [k for k in attributes if k not in typed]}
+            if not typed:
+                del out["attributes"]
+    ts, duration = span.get("timestamp"), span.get("duration")
+    if ts and out.get("startTimeUnixNano") == ts * 1000:
+        out = {k: v for k, v in out.items() if k != "startTimeUnixNano"}
+        if duration and out.get("endTimeUnixNano") == (ts + duration) * 1000:
+            del out["endTimeUnixNano"]
+    return out
+
+
+def expand(otel: dict[str, Any], tags: dict[str, str], ts: int | None, duration: int | None) -> None:
+    """Undo ``stored_form`` in place (resources and scopes are put back by ``restore``)."""
+    strings = otel.pop("stringTags", None)
+    if strings is not None:
+        otel["attributes"] = {**{k: tags[k] for k in strings if k in tags}, **otel.get("attributes", {})}
+    if ts and "startTimeUnixNano" not in otel:
+        otel["startTimeUnixNano"] = ts * 1000
+        if duration and "endTimeUnixNano" not in otel:
+            otel["endTimeUnixNano"] = (ts + duration) * 1000
+
+
 def restore(conn: apsw.Connection, extras: Iterable[dict[str, Any]]) -> None:
     """Put resources and scopes back into OTLP extras read from the store (in place)."""
     extras = list(extras)

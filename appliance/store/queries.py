@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterator
 
 import apsw
-import orjson
 
 from tracebox.appliance.model import Span, normalize_trace_id
 from tracebox.appliance.query import QueryRequest
-from tracebox.appliance.store.rows import FLAG_ERROR, FLAG_SHARED, MAX_INDEXED_VALUE, tag_hash, trace_low
+from tracebox.appliance.store import tag_index
+from tracebox.appliance.store.rows import (
+    FLAG_ERROR,
+    FLAG_SHARED,
+    MAX_INDEXED_VALUE,
+    SPAN_COLUMNS,
+    span_from_row,
+    tag_hash,
+    trace_low,
+)
 from tracebox.appliance.trace import merge_trace
 
 #: A search stops looking after this many candidate traces, so a pathological query stays bounded.
@@ -58,10 +65,8 @@ def get_many(conn: apsw.Connection, trace_ids: list[str], strict: bool) -> list[
 
 
 def _trace_rows(conn: apsw.Connection, low: int) -> list[Span]:
-    return [
-        orjson.loads(row[0])
-        for row in conn.execute("SELECT json FROM spans WHERE trace_low = ? ORDER BY id", (low,))
-    ]
+    sql = f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_low = ? ORDER BY id"
+    return [span_from_row(*row) for row in conn.execute(sql, (low,))]
 
 
 def _group(spans: list[Span], strict: bool) -> list[list[Span]]:
@@ -114,14 +119,11 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
         yield low
 
 
-_TAG_SQL = "SELECT ts, trace_low FROM span_tags WHERE h = ? AND ts BETWEEN ? AND ? ORDER BY ts DESC"
-
-
 def _tag_candidates(
     conn: apsw.Connection, key: str, value: str, service: str | None, lo: int, hi: int
 ) -> Iterator[int]:
-    """Traces with ``key=value`` (on ``service``'s spans), newest first: one range of the index,
-    or without a service one range per known service, merged."""
+    """Traces with ``key=value`` (on ``service``'s spans), newest first: the index's rows for the
+    service, or without a service those of every known service, merged."""
     if service:
         services: list[str | None] = [service]
     else:
@@ -132,9 +134,7 @@ def _tag_candidates(
                 yield low
             return
         services.append(None)  # spans without a service
-    ranges = [conn.execute(_TAG_SQL, (tag_hash(s, key, value), lo, hi)) for s in services]
-    for _ts, low in heapq.merge(*ranges, key=lambda row: -row[0]):
-        yield low
+    yield from tag_index.newest_first(conn, [tag_hash(s, key, value) for s in services], lo, hi)
 
 
 def _duration(q: QueryRequest) -> tuple[str, tuple]:

@@ -1,7 +1,7 @@
 """Retention: old spans go by age and by database size, in small batches that never stall ingest.
 
 Each batch is one job in the writer's group commit, so ingest commits interleave with deletions.
-A span's ``span_tags`` rows are keyed by values recomputed from its stored JSON (the function that
+A span's ``tag_index`` rows are keyed by values recomputed from its id and stored JSON (the function that
 made them at ingest), and its LLM row by its id, so nothing is left behind. Freed pages go back to
 the file system through incremental vacuum (the database is created with ``auto_vacuum =
 INCREMENTAL``); a database made before that keeps its size and reuses the free pages.
@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 
 import apsw
-import orjson
 
 from tracebox.appliance.background import repeat
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
-from tracebox.appliance.store.rows import build_batch
+from tracebox.appliance.store import tag_index
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +63,7 @@ def delete_spans(conn: apsw.Connection, ids: list[int]) -> int:
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        bodies = conn.execute(f"SELECT json FROM spans WHERE id IN ({marks})", chunk).fetchall()
-        tags = build_batch([orjson.loads(body) for (body,) in bodies]).tags
-        if tags:
-            conn.executemany("DELETE FROM span_tags WHERE h = ? AND ts = ? AND trace_low = ?", tags)
+        tag_index.delete_for(conn, conn.execute(f"{tag_index.STORED_SPANS}({marks})", chunk))
         conn.execute(f"DELETE FROM llm_calls WHERE span_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM spans WHERE id IN ({marks})", chunk)
         deleted += conn.changes()

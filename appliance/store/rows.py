@@ -9,7 +9,7 @@ from hashlib import blake2b
 import orjson
 
 from tracebox.appliance.model import Span
-from tracebox.appliance.store.otel_parts import Deduper
+from tracebox.appliance.store.otel_parts import Deduper, stored_form
 
 FLAG_ERROR = 1
 FLAG_SHARED = 2
@@ -21,6 +21,39 @@ MAX_INDEXED_VALUE = 256
 
 _SIGN = 1 << 63
 
+#: Span fields stored in their own columns, left out of the stored JSON (~180 bytes a span).
+IN_COLUMNS = frozenset(("traceId", "parentId", "id", "kind", "name", "timestamp", "duration"))
+#: What ``span_from_row`` reads, in its order.
+SPAN_COLUMNS = "trace_id, parent_id, span_id, kind, name, ts, duration, json"
+
+
+def span_from_row(
+    trace_id: str,
+    parent_id: str | None,
+    span_id: str,
+    kind: str | None,
+    name: str | None,
+    ts: int | None,
+    duration: int | None,
+    body: bytes,
+) -> Span:
+    """A stored span as Zipkin JSON, fields in Zipkin's order. Rows written before the columns
+    were left out of the JSON carry them in both places; the JSON's copy then wins, unchanged."""
+    span: Span = {"traceId": trace_id}
+    if parent_id is not None:
+        span["parentId"] = parent_id
+    span["id"] = span_id
+    if kind is not None:
+        span["kind"] = kind
+    if name is not None:
+        span["name"] = name
+    if ts is not None:
+        span["timestamp"] = ts
+    if duration is not None:
+        span["duration"] = duration
+    span.update(orjson.loads(body))
+    return span
+
 
 def trace_low(trace_id: str) -> int:
     """The low 64 bits of a trace id as a signed integer, the key that groups 64/128-bit ids."""
@@ -29,7 +62,7 @@ def trace_low(trace_id: str) -> int:
 
 
 def tag_hash(service: str | None, key: str, value: str) -> int:
-    """The ``span_tags`` key of a (service, tag key, value); an annotation is (service, text, '')."""
+    """The ``tag_index`` key of a (service, tag key, value); an annotation is (service, text, '')."""
     marker = (service, key, value)
     found = _HASHES.get(marker)
     if found is None:
@@ -49,7 +82,7 @@ class Batch:
     """One request's spans, ready for the writer: span rows plus the index rows they imply."""
 
     spans: list[tuple] = field(default_factory=list)
-    tags: list[tuple] = field(default_factory=list)  # (tag_hash, ts, trace_low)
+    tags: list[tuple] = field(default_factory=list)  # (index in spans, tag_hash, ts, trace_low)
     llm: list[tuple | None] = field(default_factory=list)  # aligned with spans
     otel_parts: dict[int, bytes] = field(default_factory=dict)  # OTLP resources and scopes, by hash
     # names the lists offer, each with the newest timestamp it was seen at (retention prunes by it)
@@ -102,12 +135,13 @@ def build_batch(
                 ts,
                 span.get("duration"),
                 flags,
-                orjson.dumps(span),
-                orjson.dumps(dedupe(otel)) if otel else None,
+                orjson.dumps({k: v for k, v in span.items() if k not in IN_COLUMNS}),
+                orjson.dumps(dedupe(stored_form(otel, span))) if otel else None,
             )
         )
         if not ts:
             continue
+        index = len(batch.spans) - 1
         if service:
             _seen_at(batch.services, (service,), ts)
             if name:
@@ -121,7 +155,7 @@ def build_batch(
                 marker = (low, service, key, value)
                 if marker not in seen_tags:
                     seen_tags.add(marker)
-                    batch.tags.append((tag_hash(service, key, value), ts, low))
+                    batch.tags.append((index, tag_hash(service, key, value), ts, low))
                 if key in autocomplete_keys:
                     _seen_at(batch.autocomplete, (key, value), ts)
         for annotation in span.get("annotations", ()):
@@ -129,7 +163,7 @@ def build_batch(
             marker = (low, service, text, "")
             if len(text) <= MAX_INDEXED_VALUE and marker not in seen_tags:
                 seen_tags.add(marker)
-                batch.tags.append((tag_hash(service, text, ""), ts, low))
+                batch.tags.append((index, tag_hash(service, text, ""), ts, low))
     batch.otel_parts = dedupe.parts
     return batch
 

@@ -5,21 +5,19 @@ they evolve apart from the core migrations. Every function takes a connection: t
 run through ``Store.read``, the write functions inside ``Store.write`` (the writer thread's group
 commit).
 
-Deleting a trace's ``span_tags`` rows needs no extra index: the rows are keyed by a hash of
-(service, tag key, value) plus the span's timestamp and the trace's low 64 bits, and all three can
-be recomputed from the stored span JSON (``rows.build_batch``, the function that made them), so each
-row is deleted by its primary key.
+Deleting a trace's ``tag_index`` rows needs no extra index: their keys can be recomputed from the
+spans' ids and stored JSON (``tag_index.delete_for``), so each row is deleted by its primary key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import apsw
 import orjson
 
-from tracebox.appliance.store.rows import build_batch, trace_low
+from tracebox.appliance.store import tag_index
+from tracebox.appliance.store.rows import trace_low
 
 DDL = """
 CREATE TABLE IF NOT EXISTS sampling_state (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -184,29 +182,27 @@ def _add_totals(conn: apsw.Connection, totals: dict[str, int]) -> None:
     )
 
 
-def span_bodies(conn: apsw.Connection, ids: list[int]) -> list[tuple[int, bytes]]:
-    """(id, Zipkin JSON) of the given spans that still exist."""
-    out: list[tuple[int, bytes]] = []
+def stored_spans(conn: apsw.Connection, ids: list[int]) -> list[tuple]:
+    """The given spans that still exist, as ``tag_index.delete_for`` takes them."""
+    out: list[tuple] = []
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        out += conn.execute(f"SELECT id, json FROM spans WHERE id IN ({marks})", chunk).fetchall()
+        out += conn.execute(f"{tag_index.STORED_SPANS}({marks})", chunk).fetchall()
     return out
 
 
-def tag_keys(bodies: Iterable[tuple[int, bytes]]) -> list[tuple[int, int, int]]:
-    """The ``span_tags`` primary keys (h, ts, trace_low) the given spans produced when stored."""
-    return build_batch([orjson.loads(body) for _, body in bodies]).tags
-
-
 def delete_spans(
-    conn: apsw.Connection, ids: list[int], tags: list[tuple[int, int, int]], rescued: list[Decided] = ()
+    conn: apsw.Connection, ids: list[int], stored: list[tuple], rescued: list[Decided] = ()
 ) -> int:
     """Delete spans (and their tag index and LLM rows) by id, in the writer thread; return how many.
+
+    ``stored`` are the spans as ``stored_spans`` read them (for their tag rows).
 
     ``rescued`` are traces found to be kept at the last moment (an alert now points to them): their
     decisions and counters are updated in the same transaction.
     """
+    tag_index.delete_for(conn, stored)
     deleted = 0
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
@@ -214,8 +210,6 @@ def delete_spans(
         conn.execute(f"DELETE FROM llm_calls WHERE span_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM spans WHERE id IN ({marks})", chunk)
         deleted += conn.changes()
-    if tags:
-        conn.executemany("DELETE FROM span_tags WHERE h = ? AND ts = ? AND trace_low = ?", tags)
     totals = {"deleted_spans": deleted} if deleted else {}
     for d in rescued:
         conn.execute(

@@ -13,6 +13,7 @@ import apsw
 
 from tracebox.appliance.store.dependencies import create_tables as create_dependency_tables
 from tracebox.appliance.store.otel_parts import DDL as OTEL_PARTS_DDL
+from tracebox.appliance.store.tag_index import migrate_from_span_tags
 
 SPANS = """
 CREATE TABLE spans (
@@ -38,7 +39,7 @@ CREATE INDEX spans_service_name_ts ON spans (service, name, ts, duration, trace_
 CREATE INDEX spans_remote_ts ON spans (remote_service, ts) WHERE remote_service IS NOT NULL;
 CREATE INDEX spans_ts ON spans (ts);
 
--- annotationQuery's index: one row per distinct (trace, service, tag key=value) and (trace,
+-- annotationQuery's index (moved to tag_index by a later step, see store.tag_index): one row per distinct (trace, service, tag key=value) and (trace,
 -- service, annotation), keyed by a 64-bit hash of (service, key, value) (``rows.tag_hash``; an
 -- annotation's text is the key, its value ''). Integers only and clustered on the key, so a search
 -- is one backwards range scan and a row costs ~30 bytes; a hash collision only adds a candidate,
@@ -88,7 +89,7 @@ CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
 
 Step = str | Callable[[apsw.Connection], None]
 
-MIGRATIONS: list[Step] = [SPANS, create_dependency_tables, OTEL_PARTS_DDL]
+MIGRATIONS: list[Step] = [SPANS, create_dependency_tables, OTEL_PARTS_DDL, migrate_from_span_tags]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
 

@@ -108,11 +108,14 @@ def trace_findings(conn: apsw.Connection, spans: list[Span]) -> list[insights.Fi
 def trace_otel(conn: apsw.Connection, trace_id: str) -> dict[tuple[str, str | None], dict[str, Any]]:
     """The OTLP extras of a trace's spans, keyed by (span id, local service)."""
     trace_id = normalize_trace_id(trace_id)
-    sql = "SELECT span_id, service, otel FROM spans WHERE trace_low = ? AND otel IS NOT NULL"
-    extras = {
-        (span_id, service): orjson.loads(otel)
-        for span_id, service, otel in conn.execute(sql, (trace_low(trace_id),))
-    }
+    sql = (
+        "SELECT span_id, service, otel, ts, duration, json -> '$.tags' FROM spans"
+        " WHERE trace_low = ? AND otel IS NOT NULL"
+    )
+    extras = {}
+    for span_id, service, otel, ts, duration, tags in conn.execute(sql, (trace_low(trace_id),)):
+        extra = extras[(span_id, service)] = orjson.loads(otel)
+        otel_parts.expand(extra, orjson.loads(tags) if tags else {}, ts, duration)
     otel_parts.restore(conn, extras.values())
     return extras
 

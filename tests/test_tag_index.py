@@ -1,0 +1,105 @@
+"""annotationQuery over the chunked tag index: across many chunks, with late spans, and on a
+database written by the former layout (``span_tags``), migrated on start."""
+
+from __future__ import annotations
+
+import random
+
+import apsw
+
+from tests.conftest import start_tracebox
+from tests.spans import NOW_US, dumps, new_trace_id, span
+from tracebox.appliance.store import tag_index
+from tracebox.appliance.store.rows import tag_hash, trace_low
+from tracebox.appliance.store.schema import MIGRATIONS, migrate
+
+SECOND = 1_000_000
+CHUNK = 1 << tag_index.CHUNK_BITS
+
+
+def _search(server, **params):
+    params.setdefault("endTs", NOW_US // 1000 + 1000)
+    params.setdefault("lookback", 86_400_000)
+    return server.get_json("/api/v2/traces", **params)
+
+
+def test_newest_traces_first_across_chunks_with_late_spans(fresh_tracebox):
+    """Three chunks' worth of spans; late ones (old timestamps) arrive last, in the newest chunk,
+    and some early ones carry the newest timestamps: the search must still answer newest first."""
+    rng = random.Random(7)
+    traces = []  # (trace id, ts, colour)
+    for i in range(3 * CHUNK):
+        ts = NOW_US - (3 * CHUNK - i) * SECOND // 10  # arrival roughly follows time...
+        colour = "red" if i % 5 == 0 else "blue"
+        if i % 997 == 0:  # ...except for stragglers, red, off the 0.1 s grid (no ties in the order):
+            if (i // 997) % 2:  # late ones with old timestamps
+                ts = NOW_US - rng.randrange(1, 3 * CHUNK) * SECOND // 10 - 1 - i
+            else:  # early ones with the newest timestamps of all, stored in the oldest chunks
+                ts = NOW_US + 1 + i
+            colour = "red"
+        traces.append((new_trace_id(), ts, colour))
+    for start in range(0, len(traces), 2000):
+        body = [
+            span(trace_id, "1", service="chunky", ts=ts, tags={"colour": colour})
+            for trace_id, ts, colour in traces[start : start + 2000]
+        ]
+        assert fresh_tracebox.post("/api/v2/spans", dumps(body)).status_code == 202
+
+    red = sorted(((ts, t) for t, ts, c in traces if c == "red"), reverse=True)
+    for limit in (1, 10, 300):
+        got = _search(fresh_tracebox, serviceName="chunky", annotationQuery="colour=red", limit=limit)
+        assert [t[0]["traceId"] for t in got] == [t for _, t in red[:limit]]
+    # without serviceName the merge runs over every service's rows
+    got = _search(fresh_tracebox, annotationQuery="colour=red", limit=25)
+    assert [t[0]["traceId"] for t in got] == [t for _, t in red[:25]]
+
+    conn = apsw.Connection(str(fresh_tracebox.db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        chunks = conn.execute("SELECT count(*) FROM tag_chunks").fetchall()[0][0]
+    finally:
+        conn.close()
+    assert chunks >= 3
+
+
+def test_a_database_of_the_former_layout_is_migrated(tmp_path):
+    """Rows of ``span_tags`` (clustered on the hash alone) move into chunks; searches still find them."""
+    db = tmp_path / "old.db"
+    conn = apsw.Connection(str(db))
+    migrate(conn, MIGRATIONS[:3])  # the schema before the tag index was chunked
+    trace_id = new_trace_id()
+    with conn:
+        conn.execute(
+            "INSERT INTO spans (trace_low, trace_id, span_id, name, service, ts, duration, json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                trace_low(trace_id),
+                trace_id,
+                "0000000000000001",
+                "get",
+                "legacy",
+                NOW_US,
+                1000,
+                dumps(span(trace_id, "1", service="legacy", tags={"colour": "green"})),
+            ),
+        )
+        conn.execute("INSERT INTO service_names VALUES ('legacy', ?)", (NOW_US,))
+        conn.execute(
+            "INSERT INTO span_tags VALUES (?, ?, ?)",
+            (tag_hash("legacy", "colour", "green"), NOW_US, trace_low(trace_id)),
+        )
+    conn.close()
+
+    server = start_tracebox(db)
+    try:
+        got = _search(server, serviceName="legacy", annotationQuery="colour=green")
+        assert [t[0]["traceId"] for t in got] == [trace_id]
+        assert _search(server, serviceName="legacy", annotationQuery="colour=blue") == []
+    finally:
+        server.stop()
+    conn = apsw.Connection(str(db))
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "span_tags" not in names and {"tag_index", "tag_chunks"} <= names
+        assert conn.execute("SELECT chunk FROM tag_index").fetchall() == [(tag_index.chunk_of(1),)]
+    finally:
+        conn.close()
