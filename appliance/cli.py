@@ -61,8 +61,10 @@ def main() -> None:
 def serve(**values: Any) -> None:
     """Run the collector, query API and UI (Zipkin on :9411, OTLP on :4318 and :4317)."""
     from tracebox.appliance.server import run
+    from tracebox.appliance.workers import tune_gc
 
     settings = settings_from(values)
+    tune_gc()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
