@@ -11,7 +11,10 @@ import click
 
 from tracebox.appliance import __version__
 from tracebox.appliance.config import OPTIONS, ConfigError, Settings, load_settings
-from tracebox.appliance.demo import FORMATS, run_demo
+
+#: ``demo.FORMATS``' names, spelled out so that starting tracebox (and each of its worker
+#: processes, which import this module) does not import the demo's HTTP client and encoders.
+DEMO_FORMATS = ("zipkin-json", "zipkin-proto", "otlp-proto", "otlp-json")
 
 
 def _settings_options(command):
@@ -80,13 +83,15 @@ def serve(**values: Any) -> None:
     "fmt",
     default="zipkin-json",
     show_default=True,
-    type=click.Choice(list(FORMATS)),
+    type=click.Choice(DEMO_FORMATS),
     help="Wire format to send.",
 )
 @click.option("--seed", type=int, default=None, help="Seed for repeatable traffic (default: random).")
 @click.option("--rate", type=float, default=None, help="Traces per second (default: as fast as accepted).")
 def demo(url: str, count: int, fmt: str, seed: int | None, rate: float | None) -> None:
     """Send realistic traffic (an 8-service AI chat with LLM calls, a checkout, a job) to a tracebox."""
+    from tracebox.appliance.demo import run_demo
+
     report = run_demo(url.rstrip("/"), traces=count, fmt=fmt, seed=seed, rate=rate)
     if not report.ok:
         raise SystemExit(1)

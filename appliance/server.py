@@ -152,8 +152,10 @@ def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
     async def start(_app: web.Application) -> None:
         await store.ensure_schema("notify", [NOTIFY_DDL])
         await notifier.start()
-        await runner.start()
-        await notifier.submit(await runner.open_alerts())  # rebuild groups; the log stops repeats
+        await runner.start(when_ready=rebuild_groups)
+
+    async def rebuild_groups() -> None:
+        await notifier.submit(await runner.open_alerts())  # the notification log stops repeats
 
     async def stop(_app: web.Application) -> None:
         await runner.stop()

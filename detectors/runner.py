@@ -123,27 +123,34 @@ class EngineRunner:
         self._saved_at = 0.0
         self._saved_cursor = 0
         self._process: ProcessPoolExecutor | None = None
+        self._ready = asyncio.Event()  # set once the engine's process has its state
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self.errors = 0
 
-    async def start(self) -> None:
+    async def start(self, when_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start in the background (the server is healthy before the engine's process is up);
+        ``when_ready`` runs once it is."""
         await self.store.ensure_schema("detectors", SCHEMA)
-        await self._boot()
-        self._task = asyncio.create_task(self._run(), name="tracebox-engine")
+        self._task = asyncio.create_task(self._run(when_ready), name="tracebox-engine")
 
     async def _boot(self) -> None:
         """Start the engine's process from the last saved snapshot (or fresh) and set the cursor."""
+        if self._process is not None:  # a dead one
+            self._process.shutdown(wait=False)
         self._process = worker_pool(1)
         state = await self.store.read(alert_store.load_state)
         cursor, snapshot = state if state is not None else (0, None)
-        problem = await self._in_engine(_boot, str(self.store.path), self.config, snapshot)
+        problem = await self._in_engine(_boot, str(self.store.path), self.config, snapshot, booting=True)
         if problem:  # a snapshot from another version or config: learn afresh
             log.warning("engine snapshot not usable (%s); starting from the newest spans", problem)
             cursor = self.store.consumer.last_id
         self.cursor = self._saved_cursor = cursor
+        self._ready.set()
 
-    async def _in_engine(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _in_engine(self, fn: Callable[..., T], *args: Any, booting: bool = False) -> T:
+        if not booting:
+            await self._ready.wait()
         assert self._process is not None
         return await asyncio.get_running_loop().run_in_executor(self._process, fn, *args)
 
@@ -151,11 +158,20 @@ class EngineRunner:
         self._stopping.set()
         if self._task is not None:
             await self._task
-        await self._save(force=True)
+        if self._ready.is_set():
+            await self._save(force=True)
         if self._process is not None:
             self._process.shutdown(wait=True)
 
-    async def _run(self) -> None:
+    async def _run(self, when_ready: Callable[[], Awaitable[None]] | None) -> None:
+        try:
+            await self._boot()
+        except Exception:
+            log.exception("the anomaly engine could not start; alerts are off until a restart")
+            self.errors += 1
+            return
+        if when_ready is not None:
+            await when_ready()
         await repeat(self.step, self._stopping, IDLE_SECONDS, "anomaly engine step", self._failed)
 
     def _failed(self) -> None:
@@ -169,6 +185,7 @@ class EngineRunner:
             # the process died (killed, out of memory): resume from the last save, which replays
             # the spans after it exactly as before (event time), so no alert is lost or repeated
             log.error("the anomaly engine's process died; restarting it from its last snapshot")
+            self._ready.clear()
             await self._boot()
             return True
         if last is None:

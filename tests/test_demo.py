@@ -367,3 +367,9 @@ def test_run_demo_prints_progress_and_links(collector: Collector, capsys: pytest
     trace_ids = {t[0]["traceId"] for t in demo.generate_traces(60, seed=4, end_us=END_US)}
     assert links and all(line.rsplit("/", 1)[1] in trace_ids for line in links)
     assert all(line.split(": ", 1)[1].startswith(collector.url.rstrip("/") + "/traces/") for line in links)
+
+
+def test_the_cli_offers_every_demo_format() -> None:
+    from tracebox.appliance.cli import DEMO_FORMATS
+
+    assert set(DEMO_FORMATS) == set(demo.FORMATS)

@@ -33,7 +33,7 @@ BUSY_TIMEOUT_MS = 10_000
 
 #: Page cache per connection. The writer's holds the hot index pages inserts touch; readers look
 #: up a few pages per request and share the OS page cache, so theirs is small (RSS adds up).
-WRITER_CACHE_MIB = 64
+WRITER_CACHE_MIB = 32
 READER_CACHE_MIB = 16
 
 
