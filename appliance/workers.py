@@ -36,17 +36,26 @@ def tune_gc() -> None:
 
 
 def worker_pool(
-    processes: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+    processes: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+    *,
+    nice: int = 0,
 ) -> ProcessPoolExecutor:
+    """``nice`` lowers the workers' CPU priority: background work then takes what ingest leaves."""
     return ProcessPoolExecutor(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(os.getpid(), initializer, initargs),
+        initargs=(os.getpid(), nice, initializer, initargs),
     )
 
 
-def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+def _start_worker(
+    parent: int, nice: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
+    if nice:
+        os.nice(nice)
     tune_gc()
     threading.Thread(target=_exit_with, args=(parent,), name="tracebox-parent-watch", daemon=True).start()
     if initializer is not None:

@@ -63,6 +63,8 @@ _READ = (
 #: The engine's tables, by version (see ``appliance.store.schema.migrate``).
 SCHEMA = [alert_store.DDL]
 
+#: The engine's process yields the CPU to ingest when both want it; its lag catches up after.
+ENGINE_NICE = 10
 #: The engine reads spans in order, each page once: a small page cache serves it.
 READ_CACHE_MIB = 4
 
@@ -138,7 +140,7 @@ class EngineRunner:
         """Start the engine's process from the last saved snapshot (or fresh) and set the cursor."""
         if self._process is not None:  # a dead one
             self._process.shutdown(wait=False)
-        self._process = worker_pool(1)
+        self._process = worker_pool(1, nice=ENGINE_NICE)
         state = await self.store.read(alert_store.load_state)
         cursor, snapshot = state if state is not None else (0, None)
         problem = await self._in_engine(_boot, str(self.store.path), self.config, snapshot, booting=True)
