@@ -59,25 +59,20 @@ def test_stored_form_keeps_only_what_the_zipkin_span_does_not_say():
         KeyValue(key="http.status_code", value=AnyValue(int_value=200)),
         KeyValue(key="cache.hit", value=AnyValue(bool_value=False)),
     ]
-    whole_us = Span(
-        trace_id=b"\x01" * 16,
-        span_id=b"\x02" * 8,
-        name="a",
-        attributes=attributes,
-        start_time_unix_nano=1_700_000_000_000_000_000,
-        end_time_unix_nano=1_700_000_000_005_000_000,
-    )
-    finer = Span(
-        trace_id=b"\x01" * 16,
-        span_id=b"\x03" * 8,
-        name="b",
-        attributes=attributes,
-        start_time_unix_nano=1_700_000_000_000_000_123,
-        end_time_unix_nano=1_700_000_000_005_000_456,
-    )
-    request = ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[whole_us, finer])])]
-    )
+    start = 1_700_000_000_000_000_000
+    # span "a" at whole microseconds, span "b" with nanoseconds beyond them
+    spans = [
+        Span(
+            trace_id=b"\x01" * 16,
+            span_id=bytes([n + 2]) * 8,
+            name=name,
+            attributes=attributes,
+            start_time_unix_nano=start + extra_ns,
+            end_time_unix_nano=start + 5_000_000 + 3 * extra_ns,
+        )
+        for n, (name, extra_ns) in enumerate((("a", 0), ("b", 123)))
+    ]
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
     for decoded in decode_otlp_protobuf(request.SerializeToString()).spans:
         otel = decoded["otel"]
         stored = stored_form(otel, decoded)
