@@ -21,7 +21,11 @@ class Ingest:
 
         Raises ``DecodeError`` (answer 400/413), ``Overloaded`` or ``StoreUnavailable``.
         """
-        prepared = await self.prepare(wire, body)
+        try:
+            prepared = await self.prepare(wire, body)
+        except Overloaded:
+            self.metrics.count(transport, messages_dropped=1)
+            raise
         self.metrics.count(transport, spans=prepared.received, spans_dropped=prepared.sampled_out)
         if not prepared.batch:
             return prepared

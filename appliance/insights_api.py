@@ -4,6 +4,9 @@ those counts and raises ``pattern`` alerts, started with the server when the eng
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import orjson
 from aiohttp import web
 
@@ -56,7 +59,13 @@ def add_routes(app: web.Application) -> None:
     settings = app[SETTINGS]
     if not settings.engine:
         return
-    rollup = app[ROLLUP] = InsightRollup(app[STORE], strict=settings.strict_trace_id)
+
+    async def beside(fn: Callable[..., Any], *args: Any) -> Any:  # in the engine's process
+        from tracebox.detectors.http import RUNNER
+
+        return await app[RUNNER].run_beside(fn, *args)
+
+    rollup = app[ROLLUP] = InsightRollup(app[STORE], beside, strict=settings.strict_trace_id)
 
     async def start(_app: web.Application) -> None:
         await rollup.start()

@@ -22,7 +22,7 @@ from tracebox.appliance.codecs import otlp
 from tracebox.appliance.codecs.zipkin_json import decode_v2
 from tracebox.appliance.codecs.zipkin_proto import decode_proto
 from tracebox.appliance.codecs.zipkin_v1 import decode_v1
-from tracebox.appliance.errors import StoreUnavailable
+from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.model import Span
 from tracebox.appliance.redaction import Redactor
@@ -106,6 +106,11 @@ def _prepare_in_worker(wire: str, body: bytes) -> Prepared:
     return _worker(wire, body)
 
 
+#: Requests waiting for or in a worker, per worker, before ingest answers 429: enough to keep the
+#: workers busy, few enough that an overload is refused at once rather than queued for seconds.
+QUEUED_PER_PROCESS = 8
+
+
 def default_processes() -> int:
     """One worker beside the server when there is a second core; none (inline) on one core."""
     return 1 if (os.cpu_count() or 1) >= 2 else 0
@@ -119,6 +124,7 @@ class PreparePool:
     processes: int = field(default_factory=default_processes)
     _inline: Preparer | None = None
     _pool: Executor | None = None
+    _queued: int = 0
 
     def __post_init__(self) -> None:
         if self.processes <= 0:
@@ -139,6 +145,9 @@ class PreparePool:
         if self._inline is not None:
             return self._inline(wire, body)
         assert self._pool is not None
+        if self._queued >= QUEUED_PER_PROCESS * self.processes:
+            raise Overloaded(retry_after=1.0)
+        self._queued += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._pool, _prepare_in_worker, wire, body
@@ -148,6 +157,8 @@ class PreparePool:
             self._pool.shutdown(wait=False)
             self._pool = self._new_pool()
             raise StoreUnavailable("an ingest worker process died; retry", retry_after=1.0) from None
+        finally:
+            self._queued -= 1
 
     def close(self) -> None:
         if self._pool is not None:

@@ -218,6 +218,11 @@ class EngineRunner:
         status["errors"] = self.errors
         return status
 
+    async def run_beside(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the engine's process, between engine steps (the insights rollup
+        analyses traces there, off the server's interpreter lock)."""
+        return await self._in_engine(fn, *args)
+
     async def baselines(self) -> list[dict[str, Any]]:
         return await self._in_engine(_call, "baselines")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import orjson
 import pytest
 
-from tests.conftest import Tracebox
+from tests.conftest import Tracebox, wait_until
 from tracebox.appliance import demo
 from tracebox.appliance.insights import (
     CRITICAL_PATH,
@@ -451,3 +452,22 @@ def test_rollup_stays_quiet_for_a_steady_pattern_and_a_rare_one():
             counts.add_trace(w * window + n, [("chat", "post /messages")], steady + rare, f"{w:04x}{n:012x}")
         changes += detector.observe(w * window, counts)
     assert changes == []
+
+
+def test_the_server_rolls_up_patterns_of_settled_traces(fresh_tracebox):
+    """Through the running server: traces analysed in the engine's process, counted per operation,
+    and each counted trace's own findings agree with the per-trace API."""
+    traces = demo.generate_traces(60, seed=11)
+    spans = [s for trace in traces for s in trace]
+    assert fresh_tracebox.post("/api/v2/spans", json.dumps(spans)).status_code == 202
+    wait_until(
+        lambda: fresh_tracebox.get_json("/api/tracebox/insights/status")["tracesAnalysed"] >= len(traces),
+        timeout=90,
+    )
+    rows = fresh_tracebox.get_json("/api/tracebox/insights", lookback=str(2 * 3_600_000))
+    assert rows, "no pattern counted"
+    for row in rows:
+        assert 0 < row["traces"] <= row["operationTraces"] <= len(traces)
+        for trace_id in row["exampleTraceIds"]:
+            example = fresh_tracebox.get_json(f"/api/tracebox/traces/{trace_id}/insights")
+            assert row["kind"] in example["patterns"]

@@ -25,7 +25,7 @@ import pickle
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +161,40 @@ def _patterns(findings: list[Finding]) -> list[tuple[str, str, str, int]]:
     return [(f.kind, f.service, f.operation, f.at_stake_us) for f in findings if f.kind != CRITICAL_PATH]
 
 
+def analyse_settled(
+    path: str, lows: list[int], strict: bool, baseline: dict | None
+) -> list[tuple[str, int, set[Op], list[tuple[str, str, str, int]]]]:
+    """(trace id, start, operations, patterns) of the traces not analysed yet among ``lows``.
+
+    Runs in the engine's process (see ``InsightRollup``), on a read connection of its own.
+    """
+    global _conn
+    if _conn is None:
+        from tracebox.appliance.store import connect
+
+        _conn = connect(path, readonly=True, cache_mib=4)
+    by_trace: list[tuple[str, list[Span]]] = []
+    for low in lows:
+        groups: dict[str, list[Span]] = {}
+        for row in _conn.execute(f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_low = ? ORDER BY id", (low,)):
+            span = span_from_row(*row)
+            groups.setdefault(span["traceId"] if strict else "", []).append(span)
+        for spans in groups.values():
+            by_trace.append((spans[0]["traceId"], merge_trace(spans, strict_trace_id=strict)))
+    known = istore.analysed(_conn, [trace_id for trace_id, _ in by_trace])
+    out = []
+    for trace_id, spans in by_trace:
+        if trace_id in known:
+            continue
+        findings = analyse(spans, llm_baseline=baseline, critical=False)
+        start = min((s.get("timestamp") or 0 for s in spans), default=0)
+        out.append((trace_id, start, _ops(spans), _patterns(findings)))
+    return out
+
+
+_conn: apsw.Connection | None = None  # analyse_settled's, in the engine's process
+
+
 def _ops(spans: list[Span]) -> set[Op]:
     ops = set()
     for span in spans:
@@ -179,9 +213,21 @@ class _State:
         self.max_ts = 0
 
 
+Beside = Callable[..., Awaitable[Any]]
+
+
 class InsightRollup:
-    def __init__(self, store: Any, config: RollupConfig | None = None, strict: bool = True) -> None:
+    """Counts the patterns of settled traces per operation and hour, and alerts on a rise.
+
+    ``beside(fn, *args)`` runs a function in the anomaly engine's process: analysing every trace
+    is Python work that would otherwise take turns with ingest for the server's interpreter lock.
+    """
+
+    def __init__(
+        self, store: Any, beside: Beside, config: RollupConfig | None = None, strict: bool = True
+    ) -> None:
         self.store = store
+        self._beside = beside
         self.config = config or RollupConfig()
         self.strict = strict
         self.state = _State(self.config)
@@ -250,7 +296,11 @@ class InsightRollup:
         if now - self.baseline_at > 300 or self.baseline is None:
             self.baseline = await self.store.read(_baseline, self.state.max_ts)
             self.baseline_at = now
-        done = await self.store.read(self._analyse, ready) if ready else []
+        done = (
+            await self._beside(analyse_settled, str(self.store.path), ready, self.strict, self.baseline)
+            if ready
+            else []
+        )
         for low in ready:
             del self.pending[low]
         counts_rows, trace_rows = self._count(done)
@@ -278,34 +328,12 @@ class InsightRollup:
         self.traces += len(trace_rows)
         return True
 
-    def _analyse(self, conn: apsw.Connection, lows: list[int]) -> list[tuple[str, int, list[Span], list]]:
-        out = []
-        by_trace: list[tuple[str, list[Span]]] = []
-        for low in lows:
-            groups: dict[str, list[Span]] = {}
-            for row in conn.execute(
-                f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_low = ? ORDER BY id", (low,)
-            ):
-                span = span_from_row(*row)
-                groups.setdefault(span["traceId"] if self.strict else "", []).append(span)
-            for spans in groups.values():
-                by_trace.append((spans[0]["traceId"], merge_trace(spans, strict_trace_id=self.strict)))
-        known = istore.analysed(conn, [trace_id for trace_id, _ in by_trace])
-        for trace_id, spans in by_trace:
-            if trace_id in known:
-                continue
-            findings = analyse(spans, llm_baseline=self.baseline, critical=False)
-            start = min((s.get("timestamp") or 0 for s in spans), default=0) or self.state.max_ts
-            out.append((trace_id, start, spans, findings))
-        return out
-
     def _count(self, done: list) -> tuple[list[tuple], list[tuple[str, int, str]]]:
         per_hour: dict[tuple[str, str, str, int], list[Any]] = {}
         traces = []
         state = self.state
-        for trace_id, start, spans, findings in done:
-            patterns = _patterns(findings)
-            ops = _ops(spans)
+        for trace_id, first_ts, ops, patterns in done:
+            start = first_ts or state.max_ts
             hour = start - start % istore.HOUR_US
             for service, operation in ops:
                 entry = per_hour.setdefault((service, operation, "", hour), [0, 0, 0, None])
