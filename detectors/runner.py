@@ -69,6 +69,12 @@ ENGINE_NICE = 10
 READ_CACHE_MIB = 4
 
 T = TypeVar("T")
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine's process could not start (the log says why); alerts are off."""
+
+
 OnChanges = Callable[[list[AlertChange]], Awaitable[None]]
 
 
@@ -125,7 +131,8 @@ class EngineRunner:
         self._saved_at = 0.0
         self._saved_cursor = 0
         self._process: ProcessPoolExecutor | None = None
-        self._ready = asyncio.Event()  # set once the engine's process has its state
+        self._ready = asyncio.Event()  # set once the engine's process has its state, or failed to
+        self.failure: str | None = None  # why the engine could not start
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self.errors = 0
@@ -153,6 +160,8 @@ class EngineRunner:
     async def _in_engine(self, fn: Callable[..., T], *args: Any, booting: bool = False) -> T:
         if not booting:
             await self._ready.wait()
+            if self.failure is not None:
+                raise EngineUnavailable(self.failure)
         assert self._process is not None
         return await asyncio.get_running_loop().run_in_executor(self._process, fn, *args)
 
@@ -160,7 +169,7 @@ class EngineRunner:
         self._stopping.set()
         if self._task is not None:
             await self._task
-        if self._ready.is_set():
+        if self._ready.is_set() and self.failure is None:
             await self._save(force=True)
         if self._process is not None:
             self._process.shutdown(wait=True)
@@ -168,9 +177,11 @@ class EngineRunner:
     async def _run(self, when_ready: Callable[[], Awaitable[None]] | None) -> None:
         try:
             await self._boot()
-        except Exception:
+        except Exception as exc:
             log.exception("the anomaly engine could not start; alerts are off until a restart")
             self.errors += 1
+            self.failure = f"the anomaly engine could not start: {exc}; see the tracebox log"
+            self._ready.set()  # callers stop waiting and learn why
             return
         if when_ready is not None:
             await when_ready()
@@ -212,7 +223,10 @@ class EngineRunner:
 
     async def status(self) -> dict[str, Any]:
         """Progress as ``/api/tracebox/engine`` shows it; read in the engine's process, between batches."""
-        status = await self._in_engine(_call, "status")
+        try:
+            status = await self._in_engine(_call, "status")
+        except EngineUnavailable as exc:
+            status = {"state": "failed", "error": str(exc)}
         status["lagSpans"] = max(0, self.store.consumer.last_id - self.cursor)
         status["cursor"] = self.cursor
         status["errors"] = self.errors
@@ -224,10 +238,10 @@ class EngineRunner:
         return await self._in_engine(fn, *args)
 
     async def baselines(self) -> list[dict[str, Any]]:
-        return await self._in_engine(_call, "baselines")
+        return [] if self.failure else await self._in_engine(_call, "baselines")
 
     async def open_alerts(self) -> list[dict[str, Any]]:
-        return await self._in_engine(_call, "open_alerts")
+        return [] if self.failure else await self._in_engine(_call, "open_alerts")
 
 
 # --- inside the engine's process ------------------------------------------------------------------
