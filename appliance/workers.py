@@ -16,10 +16,29 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import apsw
+
 #: How often a worker checks that the server is still there.
 PARENT_CHECK_S = 0.5
 #: Allocations between collections of the youngest generation (CPython's default: 700).
 GC_YOUNGEST = 50_000
+
+
+#: A worker reads spans in order, each page about once: a small page cache serves it.
+READ_CACHE_MIB = 4
+
+_read_connections: dict[str, apsw.Connection] = {}
+
+
+def read_connection(path: str) -> apsw.Connection:
+    """This worker process's read-only connection to the database at ``path``, opened on first use
+    and shared by everything the process runs (the engine's steps, the rollup's analyses)."""
+    conn = _read_connections.get(path)
+    if conn is None:
+        from tracebox.appliance.store import connect
+
+        conn = _read_connections[path] = connect(path, readonly=True, cache_mib=READ_CACHE_MIB)
+    return conn
 
 
 def tune_gc() -> None:

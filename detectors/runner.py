@@ -24,9 +24,9 @@ import apsw
 import orjson
 
 from tracebox.appliance.background import repeat
-from tracebox.appliance.store import Store, connect
+from tracebox.appliance.store import Store
 from tracebox.appliance.store.rows import FLAG_ERROR
-from tracebox.appliance.workers import worker_pool
+from tracebox.appliance.workers import read_connection, worker_pool
 from tracebox.detectors import alert_store
 from tracebox.detectors.alerts import AlertChange
 from tracebox.detectors.config import EngineConfig
@@ -65,8 +65,6 @@ SCHEMA = [alert_store.DDL]
 
 #: The engine's process yields the CPU to ingest when both want it; its lag catches up after.
 ENGINE_NICE = 10
-#: The engine reads spans in order, each page once: a small page cache serves it.
-READ_CACHE_MIB = 4
 
 T = TypeVar("T")
 
@@ -247,14 +245,13 @@ class EngineRunner:
 # --- inside the engine's process ------------------------------------------------------------------
 
 _engine: Engine | None = None
-_conn: apsw.Connection | None = None
 _path = ""
 
 
 def _boot(path: str, config: EngineConfig, snapshot: bytes | None) -> str | None:
     """Set up this process's engine; returns why the snapshot was not usable, if it was not."""
-    global _engine, _conn, _path
-    _path, _conn = path, None
+    global _engine, _path
+    _path = path
     _engine = Engine(config)
     if snapshot is None:
         return None
@@ -267,11 +264,8 @@ def _boot(path: str, config: EngineConfig, snapshot: bytes | None) -> str | None
 
 def _step(cursor: int, limit: int) -> tuple[int | None, list[AlertChange]]:
     """Read and process the spans after ``cursor``: (the last one's id or None, alert changes)."""
-    global _conn
     assert _engine is not None, "engine process not booted"
-    if _conn is None:
-        _conn = connect(_path, readonly=True, cache_mib=READ_CACHE_MIB)
-    rows = read_after(_conn, cursor, limit)
+    rows = read_after(read_connection(_path), cursor, limit)
     if not rows:
         return None, []
     return rows[-1][0], _engine.process([(span, llm) for _, span, llm in rows])

@@ -37,6 +37,7 @@ from tracebox.appliance.insights.analyse import CRITICAL_PATH, Finding, analyse
 from tracebox.appliance.model import Span
 from tracebox.appliance.store.rows import SPAN_COLUMNS, span_from_row
 from tracebox.appliance.trace import merge_trace
+from tracebox.appliance.workers import read_connection
 
 log = logging.getLogger(__name__)
 
@@ -166,22 +167,18 @@ def analyse_settled(
 ) -> list[tuple[str, int, set[Op], list[tuple[str, str, str, int]]]]:
     """(trace id, start, operations, patterns) of the traces not analysed yet among ``lows``.
 
-    Runs in the engine's process (see ``InsightRollup``), on a read connection of its own.
+    Runs in the engine's process (see ``InsightRollup``), on that process's read connection.
     """
-    global _conn
-    if _conn is None:
-        from tracebox.appliance.store import connect
-
-        _conn = connect(path, readonly=True, cache_mib=4)
+    conn = read_connection(path)
     by_trace: list[tuple[str, list[Span]]] = []
     for low in lows:
         groups: dict[str, list[Span]] = {}
-        for row in _conn.execute(f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_low = ? ORDER BY id", (low,)):
+        for row in conn.execute(f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_low = ? ORDER BY id", (low,)):
             span = span_from_row(*row)
             groups.setdefault(span["traceId"] if strict else "", []).append(span)
         for spans in groups.values():
             by_trace.append((spans[0]["traceId"], merge_trace(spans, strict_trace_id=strict)))
-    known = istore.analysed(_conn, [trace_id for trace_id, _ in by_trace])
+    known = istore.analysed(conn, [trace_id for trace_id, _ in by_trace])
     out = []
     for trace_id, spans in by_trace:
         if trace_id in known:
@@ -190,9 +187,6 @@ def analyse_settled(
         start = min((s.get("timestamp") or 0 for s in spans), default=0)
         out.append((trace_id, start, _ops(spans), _patterns(findings)))
     return out
-
-
-_conn: apsw.Connection | None = None  # analyse_settled's, in the engine's process
 
 
 def _ops(spans: list[Span]) -> set[Op]:
