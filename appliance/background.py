@@ -1,4 +1,4 @@
-"""Background work that follows the store: a step run again and again until the server stops."""
+"""Background work beside the server: started and stopped with it, a step run until it stops."""
 
 from __future__ import annotations
 
@@ -7,7 +7,39 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
+
 log = logging.getLogger(__name__)
+
+
+def with_server(
+    app: web.Application, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``start()`` when the server starts and ``stop()`` when it stops (after the last request)."""
+
+    async def started(_app: web.Application) -> None:
+        await start()
+
+    async def stopped(_app: web.Application) -> None:
+        await stop()
+
+    app.on_startup.append(started)
+    app.on_cleanup.append(stopped)
+
+
+def run_with_server(app: web.Application, run: Callable[[asyncio.Event], Awaitable[None]], name: str) -> None:
+    """Run ``run(stopping)`` as a task for as long as the server runs; ``stopping`` is set to end it."""
+    stopping = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(run(stopping), name=name))
+
+    async def stop() -> None:
+        stopping.set()
+        await asyncio.gather(*tasks)
+
+    with_server(app, start, stop)
 
 
 async def repeat(

@@ -13,7 +13,7 @@ import os
 from aiohttp import web
 
 from tracebox.appliance.appkeys import METRICS
-from tracebox.appliance.background import repeat
+from tracebox.appliance.background import repeat, run_with_server
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.store import dependencies
 
@@ -62,8 +62,6 @@ def add_dependency_task(app: web.Application, store) -> DependencyTask:
         quiet_s=float(os.environ.get("TRACEBOX_DEPENDENCY_QUIET_SECONDS", 60)),
         idle_s=float(os.environ.get("TRACEBOX_DEPENDENCY_IDLE_SECONDS", 5)),
     )
-    stopping = asyncio.Event()
-    tasks: list[asyncio.Task] = []
     metrics = app[METRICS]
     metrics.gauge(
         "tracebox_dependency_buckets_linked_total",
@@ -76,13 +74,5 @@ def add_dependency_task(app: web.Application, store) -> DependencyTask:
         lambda: task.backlog,
     )
 
-    async def start(_app: web.Application) -> None:
-        tasks.append(asyncio.create_task(task.run(stopping), name="tracebox-dependencies"))
-
-    async def stop(_app: web.Application) -> None:
-        stopping.set()
-        await asyncio.gather(*tasks)
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    run_with_server(app, task.run, "tracebox-dependencies")
     return task

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from tracebox.appliance.api import bad_request, json_response, parse_trace_id, time_window
 from tracebox.appliance.appkeys import SETTINGS, STORE
+from tracebox.appliance.background import with_server
 from tracebox.appliance.insights import PATTERNS, kinds_of
 from tracebox.appliance.insights import store as istore
 from tracebox.appliance.insights.rollup import InsightRollup
@@ -67,11 +68,4 @@ def add_routes(app: web.Application) -> None:
 
     rollup = app[ROLLUP] = InsightRollup(app[STORE], beside, strict=settings.strict_trace_id)
 
-    async def start(_app: web.Application) -> None:
-        await rollup.start()
-
-    async def stop(_app: web.Application) -> None:
-        await rollup.stop()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    with_server(app, rollup.start, rollup.stop)

@@ -135,7 +135,7 @@ class PreparePool:
     def _new_pool(self) -> Executor:
         return worker_pool(self.processes, _start_worker, (self.settings,))
 
-    def warm_up(self) -> None:
+    async def warm_up(self) -> None:
         """Start the workers now (in the background), so the first request does not wait for them."""
         if self._pool is not None:
             for _ in range(self.processes):
@@ -160,6 +160,7 @@ class PreparePool:
         finally:
             self._queued -= 1
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """After the last request (aiohttp runs cleanup once handlers are done)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)

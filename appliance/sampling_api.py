@@ -11,6 +11,7 @@ from aiohttp import web
 
 from tracebox.appliance.adaptive_sampling import AdaptiveSampler
 from tracebox.appliance.api import bad_request, json_response
+from tracebox.appliance.background import with_server
 from tracebox.appliance.config import Settings
 from tracebox.appliance.sampling_config import SamplingConfig
 from tracebox.appliance.store import Store
@@ -33,15 +34,7 @@ def setup(app: web.Application, settings: Settings, store: Store) -> TailSampler
     app.router.add_get("/sampling", strategy)
     app.router.add_get("/sampling-report", report_page)
     if config.enabled or config.adaptive.enabled:
-
-        async def start(_app: web.Application) -> None:
-            await sampler.start()
-
-        async def stop(_app: web.Application) -> None:
-            await sampler.stop()
-
-        app.on_startup.append(start)
-        app.on_cleanup.append(stop)
+        with_server(app, sampler.start, sampler.stop)
     return sampler
 
 

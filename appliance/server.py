@@ -15,13 +15,14 @@ from aiohttp import web
 from tracebox.appliance import api, collector, insights_api, limits, llm_api, ops, sampling_api
 from tracebox.appliance.appkeys import INGEST, METRICS, SETTINGS, STORE
 from tracebox.appliance.auth import Credentials, auth_middleware, grpc_authorized
+from tracebox.appliance.background import run_with_server, with_server
 from tracebox.appliance.config import ConfigError, Settings
 from tracebox.appliance.dependency_task import add_dependency_task
 from tracebox.appliance.ingest import Ingest
 from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.metrics import Metrics
 from tracebox.appliance.otlp_grpc import start_grpc_server
-from tracebox.appliance.prepare import PreparePool, PrepareSettings
+from tracebox.appliance.prepare import PreparePool, PrepareSettings, default_processes
 from tracebox.appliance.redaction import parse_rules
 from tracebox.appliance.selftrace import self_tracing_middleware
 from tracebox.appliance.store import Store
@@ -51,19 +52,9 @@ def prepare_pool(app: web.Application, settings: Settings, store: Store) -> Prep
         autocomplete_keys=store.autocomplete_keys,
         prices=settings.sections.get("prices"),
     )
-    if settings.ingest_processes >= 0:
-        pool = PreparePool(prepare, settings.ingest_processes)
-    else:
-        pool = PreparePool(prepare)
-
-    async def start(_app: web.Application) -> None:
-        pool.warm_up()
-
-    async def stop(_app: web.Application) -> None:
-        pool.close()  # after the last request: aiohttp runs cleanup once handlers are done
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    processes = settings.ingest_processes if settings.ingest_processes >= 0 else default_processes()
+    pool = PreparePool(prepare, processes)
+    with_server(app, pool.warm_up, pool.close)
     return pool
 
 
@@ -113,21 +104,10 @@ def add_retention(app: web.Application, settings: Settings, store: Store) -> Non
     )
     if not retention.enabled:
         return
-    stopping = asyncio.Event()
-    tasks: list[asyncio.Task] = []
     app[METRICS].gauge(
         "tracebox_retention_deleted_spans_total", "Spans deleted by retention.", lambda: retention.deleted
     )
-
-    async def start(_app: web.Application) -> None:
-        tasks.append(asyncio.create_task(retention.run(stopping), name="tracebox-retention"))
-
-    async def stop(_app: web.Application) -> None:
-        stopping.set()
-        await asyncio.gather(*tasks)
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    run_with_server(app, retention.run, "tracebox-retention")
 
 
 def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
@@ -149,7 +129,7 @@ def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
     )
     engine_http.add_routes(app)
 
-    async def start(_app: web.Application) -> None:
+    async def start() -> None:
         await store.ensure_schema("notify", [NOTIFY_DDL])
         await notifier.start()
         await runner.start(when_ready=rebuild_groups)
@@ -157,12 +137,11 @@ def add_engine(app: web.Application, settings: Settings, store: Store) -> None:
     async def rebuild_groups() -> None:
         await notifier.submit(await runner.open_alerts())  # the notification log stops repeats
 
-    async def stop(_app: web.Application) -> None:
+    async def stop() -> None:
         await runner.stop()
         await notifier.stop()
 
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    with_server(app, start, stop)
 
 
 def _optional_middlewares(settings: Settings, store: Store) -> list:
