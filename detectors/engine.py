@@ -27,7 +27,7 @@ from .lineage import Lineage
 from .token_cost import TokenCostDetector
 
 US = 1_000_000
-SNAPSHOT_MAGIC = b"tracebox-engine/1\n"
+SNAPSHOT_MAGIC = b"tracebox-engine/2\n"
 SPAN_KINDS = frozenset(("latency", "error"))
 LLM_KINDS = frozenset(("token_cost", "finish_reason"))
 
