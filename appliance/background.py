@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
+if TYPE_CHECKING:  # the engine's process imports this module and has no use for aiohttp
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 

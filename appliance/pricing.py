@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
+from importlib.metadata import version
+from typing import TYPE_CHECKING
 
-import genai_prices
-from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
+if TYPE_CHECKING:
+    from genai_prices.types import ModelInfo, ModelPrice, Provider
 
-TABLE_VERSION = f"genai-prices {genai_prices.__version__}"
+# genai_prices itself (pydantic, ~20 MB) is imported on the first table lookup: a process that
+# never prices a call (the server, when ingest workers do it) never loads it.
+TABLE_VERSION = f"genai-prices {version('genai-prices')}"
 OVERRIDE_VERSION = "override"
 _OVERRIDE_KEYS = frozenset(
     ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
@@ -110,6 +113,8 @@ def _override_cost(
 @lru_cache(maxsize=4096)
 def _lookup(provider: str | None, model: str) -> tuple[Provider, ModelInfo] | None:
     """The table's entry for a model, trying the named provider first; misses are cached too."""
+    from genai_prices import data_snapshot
+
     snapshot = data_snapshot.get_snapshot()
     for provider_id in (provider, None) if provider else (None,):
         try:
@@ -142,6 +147,8 @@ def _table_cost(
             / _MTOK
         )
         return float(total)
+    import genai_prices
+
     usage = genai_prices.Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -184,6 +191,9 @@ def _linear(prices: ModelPrice) -> tuple[Decimal, ...] | None:
     cached = _LINEAR.get(id(prices))
     if cached is not None and cached[0] is prices:
         return cached[1]
+    import genai_prices
+    from genai_prices.types import TieredPrices
+
     coefficients: tuple[Decimal, ...] | None = None
     if not any(isinstance(value, TieredPrices) for value in vars(prices).values()):
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import apsw
-import numpy as np
 
 #: Columns a usage report can group by directly; any other tag is read from the span's JSON.
 GROUP_COLUMNS = {
@@ -119,14 +118,14 @@ def ttft(conn: apsw.Connection, window: LlmWindow) -> list[dict]:
     where, args = window.where()
     sql = (
         f"SELECT coalesce(c.response_model, c.request_model), c.ttft_us FROM llm_calls c WHERE {where}"
-        " AND c.ttft_us IS NOT NULL ORDER BY 1"
+        " AND c.ttft_us IS NOT NULL ORDER BY 1, 2"
     )
     by_model: dict[str, list[int]] = {}
     for model, value in conn.execute(sql, args):
         by_model.setdefault(model, []).append(value)
     out = []
     for model, values in by_model.items():
-        p50, p90, p99 = np.percentile(np.asarray(values), [50, 90, 99])
+        p50, p90, p99 = _percentiles(values, (50, 90, 99))
         out.append(
             {"model": model, "count": len(values), "p50": round(p50), "p90": round(p90), "p99": round(p99)}
         )
@@ -152,3 +151,16 @@ def trace_usage(conn: apsw.Connection, trace_id: str) -> dict:
     item = _row((trace_id, *conn.execute(sql, (trace_id,)).fetchall()[0]))
     item["traceId"] = item.pop("key")
     return item
+
+
+def _percentiles(values: list[int], ranks: tuple[int, ...]) -> list[float]:
+    """Percentiles of ascending ``values``, interpolated linearly between ranks (numpy's default),
+    without loading numpy into the server for three numbers."""
+    last = len(values) - 1
+    out = []
+    for rank in ranks:
+        position = last * rank / 100
+        below = int(position)
+        above = min(below + 1, last)
+        out.append(values[below] + (values[above] - values[below]) * (position - below))
+    return out
