@@ -25,6 +25,7 @@ import gzip as gzip_lib
 import hashlib
 import http.client
 import json
+import math
 import os
 import pickle
 import random
@@ -204,7 +205,7 @@ def encode_traffic(fmt: str, gzip: bool, spans: int, seed: int, cache_dir: Path)
     from tracebox.appliance import demo
 
     wire = demo.FORMATS[fmt]
-    key = hashlib.sha1(f"v1 {fmt} {gzip} {spans} {seed}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"v2 {fmt} {gzip} {spans} {seed}".encode()).hexdigest()[:16]
     cached = cache_dir / f"{fmt}-{'gz' if gzip else 'raw'}-{spans}-{seed}-{key}.pickle"
     if cached.exists():
         bodies, counts = pickle.loads(cached.read_bytes())
@@ -226,7 +227,8 @@ _TRACE_CACHE: dict[tuple[int, int], list] = {}
 
 
 def _traces(spans: int, seed: int) -> list:
-    """Demo traces with about ``spans`` spans (~19 per trace), ending now, over the last hour."""
+    """Demo traces with about ``spans`` spans (~19 per trace) in the order live traffic arrives in:
+    each 500 traces cover the next ``TRACES_SLICE_S`` seconds, and the last ones end now."""
     from tracebox.appliance import demo
 
     key = (spans, seed)
@@ -234,8 +236,13 @@ def _traces(spans: int, seed: int) -> list:
         traces: list = []
         total = 0
         rng = random.Random(seed)
-        while total < spans:  # chunks, so one seed gives the same prefix whatever the size
-            chunk = demo.generate_traces(500, seed=rng.randrange(2**31))
+        slices = math.ceil(spans / (500 * 18)) + 1
+        end_us = time.time_ns() // 1000 - slices * TRACES_SLICE_S * 1_000_000
+        while total < spans:
+            end_us = min(end_us + TRACES_SLICE_S * 1_000_000, time.time_ns() // 1000)
+            chunk = demo.generate_traces(
+                500, seed=rng.randrange(2**31), end_us=end_us, spread_s=TRACES_SLICE_S
+            )
             for trace in chunk:
                 traces.append(trace)
                 total += len(trace)
@@ -244,6 +251,10 @@ def _traces(spans: int, seed: int) -> list:
         _TRACE_CACHE.clear()
         _TRACE_CACHE[key] = traces
     return _TRACE_CACHE[key]
+
+
+#: Event time each 500 demo traces of the ingest traffic cover (~150 spans/s, a busy service).
+TRACES_SLICE_S = 60
 
 
 # --- the load generator (its own process) -----------------------------------------------------------
