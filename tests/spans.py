@@ -8,6 +8,10 @@ import os
 import time
 from typing import Any
 
+import apsw
+
+from tracebox.appliance.store.postings import decode
+
 _counter = itertools.count(1)
 _RUN = os.getpid() & 0xFFFF
 
@@ -62,3 +66,12 @@ def span(
 
 def dumps(spans: list[dict[str, Any]]) -> str:
     return json.dumps(spans)
+
+
+def tag_postings(conn: apsw.Connection) -> list[tuple[int, int, int, int]]:
+    """Every posting of the tag index, as (chunk, h, ts, trace_low)."""
+    return [
+        (chunk, h, ts, low)
+        for chunk, h, blob in conn.execute("SELECT chunk, h, postings FROM tag_postings")
+        for ts, low in decode(blob)
+    ]

@@ -1,5 +1,6 @@
-"""annotationQuery over the chunked tag index: across many chunks, with late spans, and on a
-database written by the former layout (``span_tags``), migrated on start."""
+"""annotationQuery over the chunked tag index: across many chunks, with late spans, with requests
+larger than a chunk, and on databases written by the former layouts (``span_tags``, then one row
+per posting in ``tag_index``), migrated on start."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import apsw
 
 from tests.conftest import start_tracebox
-from tests.spans import NOW_US, dumps, new_trace_id, span
+from tests.spans import NOW_US, dumps, new_trace_id, span, tag_postings
 from tracebox.appliance.store import tag_index
 from tracebox.appliance.store.rows import tag_hash, trace_low
 from tracebox.appliance.store.schema import MIGRATIONS, migrate
@@ -99,7 +100,89 @@ def test_a_database_of_the_former_layout_is_migrated(tmp_path):
     conn = apsw.Connection(str(db))
     try:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert "span_tags" not in names and {"tag_index", "tag_chunks"} <= names
-        assert conn.execute("SELECT chunk FROM tag_index").fetchall() == [(tag_index.chunk_of(1),)]
+        assert not {"span_tags", "tag_index"} & names and {"tag_postings", "tag_chunks"} <= names
+        h = tag_hash("legacy", "colour", "green")
+        assert tag_postings(conn) == [(tag_index.chunk_of(1), h, NOW_US, trace_low(trace_id))]
+    finally:
+        conn.close()
+
+
+def test_a_request_larger_than_a_chunk_keeps_each_posting_in_its_spans_chunk(fresh_tracebox):
+    """One request of 1.2 chunks, after a small one: ids skip to a chunk boundary so each part of the
+    request lies in one chunk, every posting sits in the chunk of the span that brought it, and a
+    search and a retention-style delete both find them there."""
+    small = [span(new_trace_id(), "1", service="big", tags={"size": "small"})]
+    assert fresh_tracebox.post("/api/v2/spans", dumps(small)).status_code == 202
+    count = CHUNK + CHUNK // 5
+    traces = [new_trace_id() for _ in range(count)]
+    body = [
+        span(t, "1", service="big", ts=NOW_US - (count - i) * 1000, tags={"size": "large", "n": str(i % 7)})
+        for i, t in enumerate(traces)
+    ]
+    assert fresh_tracebox.post("/api/v2/spans", dumps(body)).status_code == 202
+
+    got = _search(fresh_tracebox, serviceName="big", annotationQuery="n=3", limit=1000)
+    expected = [t for i, t in enumerate(traces) if i % 7 == 3][::-1]
+    assert [t[0]["traceId"] for t in got] == expected[:1000]
+
+    conn = apsw.Connection(str(fresh_tracebox.db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        ids = dict(conn.execute("SELECT trace_low, id FROM spans WHERE service = 'big'").fetchall())
+        postings = tag_postings(conn)
+    finally:
+        conn.close()
+    first_large = ids[trace_low(traces[0])]
+    assert first_large % CHUNK == 0  # the large request starts a chunk
+    assert len(postings) == 2 * count + 1  # size and n per large trace, size for the small one
+    assert all(chunk == tag_index.chunk_of(ids[low]) for chunk, _h, _ts, low in postings)
+
+
+def test_a_database_with_one_row_per_posting_is_migrated(tmp_path):
+    """The step-4 layout (``tag_index``: a row per posting) becomes lists per chunk and hash."""
+    db = tmp_path / "v4.db"
+    conn = apsw.Connection(str(db))
+    migrate(conn, MIGRATIONS[:4])
+    trace_ids = [new_trace_id() for _ in range(3)]
+    h = tag_hash("legacy", "colour", "green")
+    rows = []
+    with conn:
+        for i, trace_id in enumerate(trace_ids):
+            span_id = 1 + i * CHUNK // 2  # the first two share chunk 1, the third is in chunk 2
+            conn.execute(
+                "INSERT INTO spans (id, trace_low, trace_id, span_id, name, service, ts, duration, json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    span_id,
+                    trace_low(trace_id),
+                    trace_id,
+                    f"{i + 1:016x}",
+                    "get",
+                    "legacy",
+                    NOW_US + i,
+                    1000,
+                    dumps(span(trace_id, "1", service="legacy", tags={"colour": "green"})),
+                ),
+            )
+            rows.append((tag_index.chunk_of(span_id), h, NOW_US + i, trace_low(trace_id)))
+        conn.executemany("INSERT INTO tag_index VALUES (?, ?, ?, ?)", rows)
+        conn.execute(
+            "INSERT INTO tag_chunks VALUES (1, ?, ?), (2, ?, ?)", (NOW_US, NOW_US + 1, NOW_US + 2, NOW_US + 2)
+        )
+        conn.execute("INSERT INTO service_names VALUES ('legacy', ?)", (NOW_US + 2,))
+    conn.close()
+
+    server = start_tracebox(db)
+    try:
+        got = _search(server, serviceName="legacy", annotationQuery="colour=green")
+        assert [t[0]["traceId"] for t in got] == trace_ids[::-1]
+    finally:
+        server.stop()
+    conn = apsw.Connection(str(db))
+    try:
+        assert sorted(tag_postings(conn)) == sorted(rows)
+        assert conn.execute("SELECT chunk, count(*) FROM tag_postings GROUP BY chunk").fetchall() == [
+            (1, 1),
+            (2, 1),
+        ]
     finally:
         conn.close()

@@ -52,13 +52,13 @@ class SpanConsumer:
 
     def __call__(self, conn: apsw.Connection, batch: Batch) -> int:
         """Insert one batch; return the id of its last span (the engine's cursor moves past it)."""
-        first = self.last_id + 1
+        first = tag_index.first_id(self.last_id, len(batch))
         rows = [(first + i, *row) for i, row in enumerate(batch.spans)]
         conn.executemany(INSERT_SPAN, rows)
         self.last_id = first + len(rows) - 1
         mark_dirty(conn, batch.spans, first, self.last_id)
         if batch.tags:
-            tag_index.insert(conn, batch.tags, first)
+            tag_index.insert(conn, batch.tags, batch.tag_ranges, first)
         llm_rows = [(first + i, *llm) for i, llm in enumerate(batch.llm) if llm is not None]
         if llm_rows:
             conn.executemany(INSERT_LLM, llm_rows)

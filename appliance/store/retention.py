@@ -1,7 +1,7 @@
 """Retention: old spans go by age and by database size, in small batches that never stall ingest.
 
 Each batch is one job in the writer's group commit, so ingest commits interleave with deletions.
-A span's ``tag_index`` rows are keyed by values recomputed from its id and stored JSON (the function that
+A span's tag postings are found by values recomputed from its id and stored JSON (the function that
 made them at ingest), and its LLM row by its id, so nothing is left behind. Freed pages go back to
 the file system through incremental vacuum (the database is created with ``auto_vacuum =
 INCREMENTAL``); a database made before that keeps its size and reuses the free pages.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
 import orjson
 
 from tracebox.appliance.model import Span
+from tracebox.appliance.store import postings
 from tracebox.appliance.store.otel_parts import Deduper, stored_form
 
 FLAG_ERROR = 1
@@ -62,7 +63,7 @@ def trace_low(trace_id: str) -> int:
 
 
 def tag_hash(service: str | None, key: str, value: str) -> int:
-    """The ``tag_index`` key of a (service, tag key, value); an annotation is (service, text, '')."""
+    """The tag index's hash of a (service, tag key, value); an annotation is (service, text, '')."""
     marker = (service, key, value)
     found = _HASHES.get(marker)
     if found is None:
@@ -82,7 +83,8 @@ class Batch:
     """One request's spans, ready for the writer: span rows plus the index rows they imply."""
 
     spans: list[tuple] = field(default_factory=list)
-    tags: list[tuple] = field(default_factory=list)  # (index in spans, tag_hash, ts, trace_low)
+    tags: list[tuple[int, int, bytes]] = field(default_factory=list)  # postings.pack's lists
+    tag_ranges: list[tuple[int, int, int]] = field(default_factory=list)  # and its time ranges
     llm: list[tuple | None] = field(default_factory=list)  # aligned with spans
     otel_parts: dict[int, bytes] = field(default_factory=dict)  # OTLP resources and scopes, by hash
     # names the lists offer, each with the newest timestamp it was seen at (retention prunes by it)
@@ -95,6 +97,24 @@ class Batch:
         return len(self.spans)
 
 
+def indexed_terms(span: Span) -> Iterator[tuple[str, str]]:
+    """The (key, value) pairs the tag index holds for a span: its tags (a value too long to index
+    by key only) and its annotations, as (text, '')."""
+    tags = span.get("tags")
+    if tags:
+        for key, value in tags.items():
+            yield key, value if len(value) <= MAX_INDEXED_VALUE else ""
+    for annotation in span.get("annotations", ()):
+        text = annotation["value"]
+        if len(text) <= MAX_INDEXED_VALUE:
+            yield text, ""
+
+
+def service_of(span: Span) -> str | None:
+    local = span.get("localEndpoint")
+    return local.get("serviceName") if local else None
+
+
 def build_batch(
     spans: Iterable[Span],
     autocomplete_keys: frozenset[str] = frozenset(),
@@ -102,7 +122,7 @@ def build_batch(
 ) -> Batch:
     """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None."""
     batch = Batch()
-    seen_tags: set[tuple] = set()
+    posting_lists: dict[tuple[int, int], dict[int, int]] = {}  # (part, h) -> {trace_low: first ts}
     dedupe = Deduper()
     for span in spans:
         if llm_fields is not None:
@@ -110,8 +130,7 @@ def build_batch(
         otel = span.pop("otel", None)
         trace_id = span["traceId"]
         low = trace_low(trace_id)
-        local = span.get("localEndpoint")
-        service = local.get("serviceName") if local else None
+        service = service_of(span)
         remote = span.get("remoteEndpoint")
         remote_service = remote.get("serviceName") if remote else None
         name = span.get("name")
@@ -148,24 +167,33 @@ def build_batch(
                 _seen_at(batch.span_names, (service, name), ts)
             if remote_service:
                 _seen_at(batch.remote_services, (service, remote_service), ts)
-        if tags:
-            for key, value in tags.items():
-                if len(value) > MAX_INDEXED_VALUE:
-                    value = ""  # too long to index: only the key's presence is
-                marker = (low, service, key, value)
-                if marker not in seen_tags:
-                    seen_tags.add(marker)
-                    batch.tags.append((index, tag_hash(service, key, value), ts, low))
-                if key in autocomplete_keys:
-                    _seen_at(batch.autocomplete, (key, value), ts)
-        for annotation in span.get("annotations", ()):
-            text = annotation["value"]
-            marker = (low, service, text, "")
-            if len(text) <= MAX_INDEXED_VALUE and marker not in seen_tags:
-                seen_tags.add(marker)
-                batch.tags.append((index, tag_hash(service, text, ""), ts, low))
+        part = index >> postings.CHUNK_BITS
+        for key, value in indexed_terms(span):
+            list_key = (part, tag_hash(service, key, value))
+            traces = posting_lists.get(list_key)
+            if traces is None:
+                posting_lists[list_key] = {low: ts}
+            elif low not in traces:
+                traces[low] = ts
+        if tags and autocomplete_keys:
+            for key in autocomplete_keys & tags.keys():
+                value = tags[key]
+                _seen_at(batch.autocomplete, (key, value if len(value) <= MAX_INDEXED_VALUE else ""), ts)
+    batch.tags, batch.tag_ranges = postings.pack(posting_lists)
     batch.otel_parts = dedupe.parts
     return batch
+
+
+def span_postings(span: Span) -> Iterator[tuple[int, int, int]]:
+    """(tag hash, ts, trace_low) of each posting a span may have brought (``build_batch`` writes
+    one per trace and tag of a request, from the first span carrying it)."""
+    ts = span.get("timestamp")
+    if not ts:
+        return
+    low = trace_low(span["traceId"])
+    service = service_of(span)
+    for key, value in indexed_terms(span):
+        yield tag_hash(service, key, value), ts, low
 
 
 def _seen_at(names: dict, key: tuple, ts: int) -> None:

@@ -5,8 +5,8 @@ they evolve apart from the core migrations. Every function takes a connection: t
 run through ``Store.read``, the write functions inside ``Store.write`` (the writer thread's group
 commit).
 
-Deleting a trace's ``tag_index`` rows needs no extra index: their keys can be recomputed from the
-spans' ids and stored JSON (``tag_index.delete_for``), so each row is deleted by its primary key.
+Deleting a trace's tag postings needs no extra index: their chunk and hash are recomputed from the
+spans' ids and stored JSON (``tag_index.delete_for``), so each list is found by its primary key.
 """
 
 from __future__ import annotations

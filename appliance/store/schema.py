@@ -13,7 +13,7 @@ import apsw
 
 from tracebox.appliance.store.dependencies import create_tables as create_dependency_tables
 from tracebox.appliance.store.otel_parts import DDL as OTEL_PARTS_DDL
-from tracebox.appliance.store.tag_index import migrate_from_span_tags
+from tracebox.appliance.store.tag_index import migrate_from_span_tags, migrate_to_postings
 
 SPANS = """
 CREATE TABLE spans (
@@ -89,7 +89,13 @@ CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
 
 Step = str | Callable[[apsw.Connection], None]
 
-MIGRATIONS: list[Step] = [SPANS, create_dependency_tables, OTEL_PARTS_DDL, migrate_from_span_tags]
+MIGRATIONS: list[Step] = [
+    SPANS,
+    create_dependency_tables,
+    OTEL_PARTS_DDL,
+    migrate_from_span_tags,
+    migrate_to_postings,
+]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
 
