@@ -29,7 +29,7 @@ CREATE TABLE tag_postings (
     chunk INTEGER NOT NULL,      -- (span id >> CHUNK_BITS) + 1 of the spans that brought the list
     h INTEGER NOT NULL,
     first_id INTEGER NOT NULL,   -- the first span id of the request that wrote it
-    postings BLOB NOT NULL,      -- (ts, trace_low) pairs, newest first (see store.postings)
+    postings BLOB NOT NULL,      -- (ts, trace_low) pairs (see store.postings)
     PRIMARY KEY (chunk, h, first_id)
 ) WITHOUT ROWID;
 """
