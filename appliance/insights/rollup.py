@@ -46,6 +46,9 @@ LATENESS_US = 60_000_000
 SETTLE_S = 5.0
 BATCH_ROWS = 5000
 MAX_PENDING = 50_000  # traces waiting to settle; beyond it the oldest are analysed at once
+#: Traces analysed per call into the engine's process: their spans are in memory at once there, and
+#: the engine's own steps run between calls.
+ANALYSE_TRACES = 500
 IDLE_S = 1.0
 SNAPSHOT_MAGIC = b"tracebox-insights/1\n"
 KIND = "pattern"
@@ -290,11 +293,12 @@ class InsightRollup:
         if now - self.baseline_at > 300 or self.baseline is None:
             self.baseline = await self.store.read(_baseline, self.state.max_ts)
             self.baseline_at = now
-        done = (
-            await self._beside(analyse_settled, str(self.store.path), ready, self.strict, self.baseline)
-            if ready
-            else []
-        )
+        done = []
+        for start in range(0, len(ready), ANALYSE_TRACES):  # bounded: each call holds its traces' spans
+            lows = ready[start : start + ANALYSE_TRACES]
+            done += await self._beside(
+                analyse_settled, str(self.store.path), lows, self.strict, self.baseline
+            )
         for low in ready:
             del self.pending[low]
         counts_rows, trace_rows = self._count(done)
