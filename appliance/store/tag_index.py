@@ -112,10 +112,8 @@ def newest_first(conn: apsw.Connection, hashes: Sequence[int], lo: int, hi: int)
 
     while True:
         while opened < len(chunks) and (not heap or chunks[opened][1] >= -heap[0][0]):
-            chunk = chunks[opened][0]
+            advance(_in_chunk(conn, chunks[opened][0], hashes, lo, hi))
             opened += 1
-            for h in hashes:
-                advance(_in_chunk(conn, chunk, h, lo, hi))
         if not heap:
             return
         _ts, _order, low, postings = heapq.heappop(heap)
@@ -123,9 +121,13 @@ def newest_first(conn: apsw.Connection, hashes: Sequence[int], lo: int, hi: int)
         advance(postings)
 
 
-def _in_chunk(conn: apsw.Connection, chunk: int, h: int, lo: int, hi: int) -> Iterator[Posting]:
-    """A chunk's postings of ``h`` in the window, newest first (its lists merged)."""
-    found = [p for _, blob in conn.execute(_LISTS, (chunk, h)) for p in decode(blob) if lo <= p[0] <= hi]
+def _in_chunk(
+    conn: apsw.Connection, chunk: int, hashes: Sequence[int], lo: int, hi: int
+) -> Iterator[Posting]:
+    """A chunk's postings of any of ``hashes`` in the window, newest first: one statement per chunk,
+    whatever the number of hashes (a search without serviceName has one per service)."""
+    sql = f"SELECT postings FROM tag_postings WHERE chunk = ? AND h IN ({','.join('?' * len(hashes))})"
+    found = [p for (blob,) in conn.execute(sql, (chunk, *hashes)) for p in decode(blob) if lo <= p[0] <= hi]
     found.sort(reverse=True)
     return iter(found)
 
