@@ -61,11 +61,16 @@ def add_routes(app: web.Application) -> None:
     if not settings.engine:
         return
 
-    async def beside(fn: Callable[..., Any], *args: Any) -> Any:  # in the engine's process
-        from tracebox.detectors.http import RUNNER
+    from tracebox.detectors.http import NOTIFIER, RUNNER
 
+    async def beside(fn: Callable[..., Any], *args: Any) -> Any:  # in the engine's process
         return await app[RUNNER].run_beside(fn, *args)
 
-    rollup = app[ROLLUP] = InsightRollup(app[STORE], beside, strict=settings.strict_trace_id)
+    async def notify(changes: list) -> None:  # pattern alerts go out like the engine's
+        await app[NOTIFIER].submit(changes)
+
+    rollup = app[ROLLUP] = InsightRollup(
+        app[STORE], beside, strict=settings.strict_trace_id, on_changes=notify
+    )
 
     with_server(app, rollup.start, rollup.stop)

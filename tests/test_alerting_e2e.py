@@ -15,6 +15,9 @@ import pytest
 
 from tests.conftest import start_tracebox
 from tests.test_engine_server import BURST, KEEP_HISTORY, drained, post, traffic
+from tests.test_insights import Trace, db
+from tracebox.appliance.insights import N_PLUS_ONE
+from tracebox.appliance.insights.rollup import WINDOW_US
 
 SECRET = "whsec-test-1"
 WAIT_S = 60
@@ -115,6 +118,48 @@ def test_an_error_burst_is_delivered_to_the_webhook(tmp_path, receiver):
         assert any(
             a["startedAt"] >= started for a in server.get_json("/api/tracebox/alerts", service="payments")
         )
+    finally:
+        server.stop()
+
+
+def _orders_trace(n: int, start_us: int, n_plus_one: bool) -> list[dict]:
+    """A shop request with one query, or with the same query repeated per item (an N+1)."""
+    t = Trace(f"{0xE2E0000 + n:032x}")
+    root = t.add(name="get /orders", service="shop", kind="SERVER", ms=60)
+    db(t, root, 1, "SELECT * FROM orders WHERE user_id = 7", ms=5)
+    for i in range(8 if n_plus_one else 0):
+        db(t, root, 10 + i * 3, f"SELECT * FROM items WHERE order_id = {i + 100}", name="select items")
+    offset = start_us - t.spans[0]["timestamp"]
+    for span in t.spans:
+        span["timestamp"] += offset
+    return t.spans
+
+
+def test_a_rising_trace_pattern_is_delivered_to_the_webhook(tmp_path, receiver):
+    """The insights rollup's alerts go out like the engine's: an hour of requests without N+1, then
+    a five-minute window where most have it, reaches the receiver as a pattern alert."""
+    first = (time.time_ns() // 1000 - 3 * 3_600_000_000) // WINDOW_US * WINDOW_US
+    spans = []
+    for window in range(12):  # the baseline hour
+        for n in range(12):
+            spans += _orders_trace(window * 100 + n, first + window * WINDOW_US + n * 1_000_000, False)
+    for n in range(12):  # the rise
+        spans += _orders_trace(1200 + n, first + 12 * WINDOW_US + n * 1_000_000, n % 3 != 0)
+    spans += _orders_trace(1400, first + 14 * WINDOW_US, False)  # moves event time past the rise
+    server = start_tracebox(tmp_path / "t.db", "--config", config_file(tmp_path, receiver.url))
+    try:
+        post(server, spans)
+        [(_path, headers, body), *_] = receiver.wait_for(
+            lambda r: any(a["labels"].get("kind") == "pattern" for a in json.loads(r[2])["alerts"])
+        )
+        alert = next(a for a in json.loads(body)["alerts"] if a["labels"]["kind"] == "pattern")
+        assert alert["labels"]["alertname"] == "TracePatternRise"
+        assert alert["labels"]["service"] == "shop" and alert["labels"]["operation"] == "get /orders"
+        assert alert["labels"]["pattern"] == N_PLUS_ONE
+        assert "trace pattern" in alert["annotations"]["summary"]
+        assert verify(headers, body)
+        [stored] = server.get_json("/api/tracebox/alerts", kind="pattern")
+        assert stored["startedAt"] == first + 12 * WINDOW_US
     finally:
         server.stop()
 

@@ -218,13 +218,20 @@ class InsightRollup:
 
     ``beside(fn, *args)`` runs a function in the anomaly engine's process: analysing every trace
     is Python work that would otherwise take turns with ingest for the server's interpreter lock.
+    ``on_changes`` gets the alert changes once they are saved (the notifier sends them on).
     """
 
     def __init__(
-        self, store: Any, beside: Beside, config: RollupConfig | None = None, strict: bool = True
+        self,
+        store: Any,
+        beside: Beside,
+        config: RollupConfig | None = None,
+        strict: bool = True,
+        on_changes: Callable[[list], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self._beside = beside
+        self._on_changes = on_changes
         self.config = config or RollupConfig()
         self.strict = strict
         self.state = _State(self.config)
@@ -324,6 +331,8 @@ class InsightRollup:
         await self.store.write(commit)
         self.cursor = cursor
         self.traces += len(trace_rows)
+        if changes and self._on_changes is not None:
+            await self._on_changes(changes)
         return True
 
     def _count(self, done: list) -> tuple[list[tuple], list[tuple[str, int, str]]]:

@@ -22,12 +22,14 @@ ALERTNAMES = {
     "error": "ErrorBurst",
     "token_cost": "TokenCostSpike",
     "finish_reason": "FinishReasonShift",
+    "pattern": "TracePatternRise",
 }
 KIND_TITLES = {
     "latency": "latency",
     "error": "error ratio",
     "token_cost": "token cost",
     "finish_reason": "finish reasons",
+    "pattern": "trace pattern",
 }
 FIRING, RESOLVED = "firing", "resolved"
 #: What Alertmanager sends as endsAt of a firing alert (Go's zero time).
