@@ -565,13 +565,14 @@ def run_ingest(
 def load_database(db: Path, spans: int, seed: int, echo: Callable[[str], None] = say) -> int:
     """Write about ``spans`` demo spans (trace ids fresh, spread over the last 24 h) through the
     store's own write path (row building, group commit); returns the number written."""
-    from tracebox.appliance.llm_rows import llm_row_builder
+    from tracebox.appliance.prepare import Preparer, PrepareSettings
     from tracebox.appliance.store import Store
 
     rng = random.Random(seed)
     now_us = time.time_ns() // 1000
     template = _traces(min(spans, 40_000), seed)  # ~2,100 distinct traces, replayed with new ids
-    store = Store(db, llm_fields=llm_row_builder())
+    store = Store(db)
+    store.prepare = Preparer(PrepareSettings()).rows
     written = 0
     started = time.perf_counter()
     last_report = started

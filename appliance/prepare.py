@@ -81,9 +81,7 @@ class Preparer:
         """Raise ``DecodeError`` (a 400 naming the problem) when the body cannot be read."""
         decoded = DECODERS[wire](body)
         spans = decoded.spans
-        if self._redact is not None:
-            spans = self._redact(spans)
-        kept = self._sampler.sample(spans)
+        kept = self._keep(spans)
         return Prepared(
             build_batch(kept, self._autocomplete, self._llm_fields),
             received=len(spans),
@@ -91,6 +89,16 @@ class Preparer:
             rejected=decoded.rejected,
             error_message=decoded.error_message,
         )
+
+    def rows(self, spans: list[Span]) -> Batch:
+        """Rows for spans made inside tracebox (self-tracing, the benchmark's loader), through the
+        same redaction, sampling and row building as received ones."""
+        return build_batch(self._keep(spans), self._autocomplete, self._llm_fields)
+
+    def _keep(self, spans: list[Span]) -> list[Span]:
+        if self._redact is not None:
+            spans = self._redact(spans)
+        return self._sampler.sample(spans)
 
 
 _worker: Preparer | None = None  # the worker process's pipeline

@@ -19,10 +19,9 @@ from tracebox.appliance.background import run_with_server, with_server
 from tracebox.appliance.config import ConfigError, Settings
 from tracebox.appliance.dependency_task import add_dependency_task
 from tracebox.appliance.ingest import Ingest
-from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.metrics import Metrics
 from tracebox.appliance.otlp_grpc import start_grpc_server
-from tracebox.appliance.prepare import PreparePool, PrepareSettings, default_processes
+from tracebox.appliance.prepare import PreparePool, Preparer, PrepareSettings, default_processes
 from tracebox.appliance.redaction import parse_rules
 from tracebox.appliance.selftrace import self_tracing_middleware
 from tracebox.appliance.store import Store
@@ -35,23 +34,19 @@ CORS_HEADERS = "Content-Type, Content-Encoding, Authorization, b3, traceparent, 
 
 
 def open_store(settings: Settings) -> Store:
-    return Store(
-        settings.db,
-        fsync=settings.fsync,
-        max_pending_spans=settings.max_pending_spans,
-        autocomplete_keys=settings.autocomplete_key_list,
-        llm_fields=llm_row_builder(settings.sections.get("prices")),
-    )
+    return Store(settings.db, fsync=settings.fsync, max_pending_spans=settings.max_pending_spans)
 
 
 def prepare_pool(app: web.Application, settings: Settings, store: Store) -> PreparePool:
-    """The ingest pipeline's workers (see ``prepare``), started and stopped with the server."""
+    """The ingest pipeline's workers (see ``prepare``), started and stopped with the server; the
+    store builds the rows of spans tracebox makes itself with the same pipeline."""
     prepare = PrepareSettings(
         sample_rate=settings.sample_rate,
         redactor=parse_rules(settings.sections.get("redact"), salt=store.instance_secret),
-        autocomplete_keys=store.autocomplete_keys,
+        autocomplete_keys=frozenset(settings.autocomplete_key_list),
         prices=settings.sections.get("prices"),
     )
+    store.prepare = Preparer(prepare).rows
     processes = settings.ingest_processes if settings.ingest_processes >= 0 else default_processes()
     pool = PreparePool(prepare, processes)
     with_server(app, pool.warm_up, pool.close)

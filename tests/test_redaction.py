@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -100,6 +103,31 @@ def test_hashes_are_salted_per_database(tmp_path):
     one = first([{"tags": {"user.id": "42"}}])[0]["tags"]["user.id"]
     assert one == first([{"tags": {"user.id": "42"}}])[0]["tags"]["user.id"]
     assert one != second([{"tags": {"user.id": "42"}}])[0]["tags"]["user.id"]
+
+
+def test_self_tracing_spans_are_redacted_like_received_ones(tmp_path):
+    """tracebox's own spans go through the same pipeline: a query path carrying an email is masked."""
+    config = tmp_path / "tracebox.toml"
+    config.write_text(CONFIG)
+    server = start_tracebox(tmp_path / "t.db", "--config", str(config), "--self-tracing")
+    try:
+        caller_trace = "4bf92f3577b34da6a3ce929d0e0e4737"
+        headers = {"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
+        assert (
+            requests.get(f"{server.url}/api/v2/trace/{EMAIL}", headers=headers, timeout=10).status_code == 400
+        )
+        spans = []
+        for _ in range(50):  # the span is written just after the response; poll briefly
+            response = server.get(f"/api/v2/trace/{caller_trace}")
+            if response.status_code == 200:
+                spans = response.json()
+                break
+            time.sleep(0.1)
+        [own] = spans
+        assert own["tags"]["http.path"] == "/api/v2/trace/[redacted]"
+        assert EMAIL not in str(own)
+    finally:
+        server.stop()
 
 
 def test_redaction_leaves_shared_otlp_resources_alone():

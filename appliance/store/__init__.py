@@ -12,7 +12,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,8 +77,6 @@ class Store:
         fsync: bool = False,
         max_pending_spans: int = 200_000,
         readers: int = 2,
-        autocomplete_keys: Iterable[str] = (),
-        llm_fields: Callable[[Span], tuple | None] | None = None,
     ) -> None:
         self.path = Path(path)
         if self.path.parent and not self.path.parent.exists():
@@ -95,16 +93,15 @@ class Store:
         )
         self.writer = Writer(self._write_conn, max_pending_spans=max_pending_spans)
         self.writer.on_failure.append(self.consumer.forget_names)
-        self.autocomplete_keys = frozenset(autocomplete_keys)
-        self._llm_fields = llm_fields
+        #: Rows for spans written with ``write_spans`` (made inside tracebox); the server sets its
+        #: ingest pipeline's (``prepare.Preparer.rows``), so they are redacted, priced and indexed
+        #: like received spans.
+        self.prepare: Callable[[list[Span]], Batch] = build_batch
         self._local = threading.local()
         self._read_conns: list[apsw.Connection] = []
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="tracebox-reader")
 
     # -- writing -------------------------------------------------------------------------------
-
-    def prepare(self, spans: list[Span]) -> Batch:
-        return build_batch(spans, self.autocomplete_keys, self._llm_fields)
 
     async def write_spans(self, spans: list[Span]) -> int:
         """Store spans; returns once they are committed. Raises Overloaded / StoreUnavailable."""
