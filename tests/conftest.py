@@ -143,6 +143,17 @@ def wait_until(predicate, timeout: float = 60.0, interval: float = 0.1) -> None:
     raise AssertionError(f"condition not reached in {timeout} s")
 
 
+def self_traced(server: Tracebox, trace_id: str) -> list[dict]:
+    """The spans tracebox recorded of its own work in ``trace_id`` (written just after the response,
+    so polled briefly; an empty list if none came)."""
+    for _ in range(50):
+        response = server.get(f"/api/v2/trace/{trace_id}")
+        if response.status_code == 200:
+            return response.json()
+        time.sleep(0.1)
+    return []
+
+
 def start_tracebox(db: Path, *args: str, **env: str) -> Tracebox:
     return Tracebox(db=db, args=list(args), env=env).start()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -134,21 +133,14 @@ def test_cli_reports_a_taken_port_clearly(tracebox, tmp_path):
 
 
 def test_self_tracing_records_query_calls_joining_the_callers_trace(tmp_path):
-    from tests.conftest import start_tracebox
+    from tests.conftest import self_traced, start_tracebox
 
     server = start_tracebox(tmp_path / "t.db", "--self-tracing")
     try:
         caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
         headers = {"traceparent": f"00-{caller_trace}-{caller_span}-01"}
         assert requests.get(server.url + "/api/v2/services", headers=headers, timeout=10).status_code == 200
-        spans = []
-        for _ in range(50):  # the span is written just after the response; poll briefly
-            response = server.get(f"/api/v2/trace/{caller_trace}")
-            if response.status_code == 200:
-                spans = response.json()
-                break
-            time.sleep(0.1)
-        [span] = spans
+        [span] = self_traced(server, caller_trace)
         assert span["localEndpoint"] == {"serviceName": "tracebox"}
         assert span["parentId"] == caller_span and span["kind"] == "SERVER"
         assert span["name"] == "get /api/v2/services"

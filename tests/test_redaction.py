@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -12,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, format_trace_id
 
-from tests.conftest import start_tracebox
+from tests.conftest import self_traced, start_tracebox
 from tests.spans import NOW_US, dumps, new_trace_id, span
 from tracebox.appliance.redaction import RedactionError, parse_rules
 
@@ -116,14 +114,7 @@ def test_self_tracing_spans_are_redacted_like_received_ones(tmp_path):
         assert (
             requests.get(f"{server.url}/api/v2/trace/{EMAIL}", headers=headers, timeout=10).status_code == 400
         )
-        spans = []
-        for _ in range(50):  # the span is written just after the response; poll briefly
-            response = server.get(f"/api/v2/trace/{caller_trace}")
-            if response.status_code == 200:
-                spans = response.json()
-                break
-            time.sleep(0.1)
-        [own] = spans
+        [own] = self_traced(server, caller_trace)
         assert own["tags"]["http.path"] == "/api/v2/trace/[redacted]"
         assert EMAIL not in str(own)
     finally:
