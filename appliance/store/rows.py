@@ -8,7 +8,7 @@ from hashlib import blake2b
 
 import orjson
 
-from tracebox.appliance.model import Span
+from tracebox.appliance.model import Span, local_service
 from tracebox.appliance.store import postings
 from tracebox.appliance.store.otel_parts import Deduper, stored_form
 
@@ -110,11 +110,6 @@ def indexed_terms(span: Span) -> Iterator[tuple[str, str]]:
             yield text, ""
 
 
-def service_of(span: Span) -> str | None:
-    local = span.get("localEndpoint")
-    return local.get("serviceName") if local else None
-
-
 def build_batch(
     spans: Iterable[Span],
     autocomplete_keys: frozenset[str] = frozenset(),
@@ -130,7 +125,7 @@ def build_batch(
         otel = span.pop("otel", None)
         trace_id = span["traceId"]
         low = trace_low(trace_id)
-        service = service_of(span)
+        service = local_service(span)
         remote = span.get("remoteEndpoint")
         remote_service = remote.get("serviceName") if remote else None
         name = span.get("name")
@@ -191,7 +186,7 @@ def span_postings(span: Span) -> Iterator[tuple[int, int, int]]:
     if not ts:
         return
     low = trace_low(span["traceId"])
-    service = service_of(span)
+    service = local_service(span)
     for key, value in indexed_terms(span):
         yield tag_hash(service, key, value), ts, low
 
