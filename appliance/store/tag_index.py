@@ -101,7 +101,7 @@ def newest_first(conn: apsw.Connection, hashes: Sequence[int], lo: int, hi: int)
     chunks = conn.execute(_CHUNKS, (lo, hi)).fetchall()
     heap: list[tuple[int, int, int, Iterator[Posting]]] = []
     opened = 0
-    order = 0  # ties on ts pop in the order lists were opened
+    order = 0  # ties on ts pop in the order chunks were opened
 
     def advance(postings: Iterator[Posting]) -> None:
         nonlocal order
