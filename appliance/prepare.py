@@ -27,6 +27,7 @@ from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.model import Span
 from tracebox.appliance.redaction import Redactor
 from tracebox.appliance.sampling import CollectorSampler
+from tracebox.appliance.store.blobs import Compressor
 from tracebox.appliance.store.rows import Batch, build_batch
 from tracebox.appliance.workers import worker_pool
 
@@ -66,6 +67,8 @@ class PrepareSettings:
     redactor: Redactor | None = None
     autocomplete_keys: frozenset[str] = frozenset()
     prices: Mapping[str, Mapping[str, float]] | None = None
+    #: The database whose compression dictionaries pack the stored JSON (None: stored plain).
+    database: str | None = None
 
 
 class Preparer:
@@ -76,24 +79,26 @@ class Preparer:
         self._redact = settings.redactor
         self._autocomplete = settings.autocomplete_keys
         self._llm_fields = llm_row_builder(settings.prices)
+        self._compressor = Compressor(settings.database) if settings.database else None
 
     def __call__(self, wire: str, body: bytes) -> Prepared:
         """Raise ``DecodeError`` (a 400 naming the problem) when the body cannot be read."""
         decoded = DECODERS[wire](body)
         spans = decoded.spans
-        kept = self._keep(spans)
+        batch = self.rows(spans)
         return Prepared(
-            build_batch(kept, self._autocomplete, self._llm_fields),
+            batch,
             received=len(spans),
-            sampled_out=len(spans) - len(kept),
+            sampled_out=len(spans) - len(batch),
             rejected=decoded.rejected,
             error_message=decoded.error_message,
         )
 
     def rows(self, spans: list[Span]) -> Batch:
-        """Rows for spans made inside tracebox (self-tracing, the benchmark's loader), through the
-        same redaction, sampling and row building as received ones."""
-        return build_batch(self._keep(spans), self._autocomplete, self._llm_fields)
+        """Rows for decoded spans, received or made inside tracebox (self-tracing, the benchmark's
+        loader): redacted, sampled, priced, indexed and packed alike."""
+        compress = self._compressor.current() if self._compressor else None
+        return build_batch(self._keep(spans), self._autocomplete, self._llm_fields, compress)
 
     def _keep(self, spans: list[Span]) -> list[Span]:
         if self._redact is not None:

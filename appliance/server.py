@@ -24,7 +24,7 @@ from tracebox.appliance.otlp_grpc import start_grpc_server
 from tracebox.appliance.prepare import PreparePool, Preparer, PrepareSettings, default_processes
 from tracebox.appliance.redaction import parse_rules
 from tracebox.appliance.selftrace import self_tracing_middleware
-from tracebox.appliance.store import Store
+from tracebox.appliance.store import Store, blobs
 from tracebox.appliance.store.retention import Retention
 from tracebox.web import routes as web_routes
 
@@ -45,6 +45,7 @@ def prepare_pool(app: web.Application, settings: Settings, store: Store) -> Prep
         redactor=parse_rules(settings.sections.get("redact"), salt=store.instance_secret),
         autocomplete_keys=frozenset(settings.autocomplete_key_list),
         prices=settings.sections.get("prices"),
+        database=str(store.path),
     )
     store.prepare = Preparer(prepare).rows
     processes = settings.ingest_processes if settings.ingest_processes >= 0 else default_processes()
@@ -82,6 +83,7 @@ def create_app(settings: Settings, store: Store) -> web.Application:
     insights_api.add_routes(app)
     add_retention(app, settings, store)
     add_dependency_task(app, store)
+    run_with_server(app, blobs.Trainer(store).run, "tracebox-dictionaries")
     if settings.engine:
         add_engine(app, settings, store)
     sampling_api.setup(app, settings, store)

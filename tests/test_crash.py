@@ -24,13 +24,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import apsw
 import orjson
 import pytest
 import requests
 
 from tests.conftest import Tracebox, start_tracebox
 from tests.spans import NOW_US
+from tracebox.appliance.store import connect
 from tracebox.appliance.store.rows import SPAN_COLUMNS, span_from_row
 
 BATCH_SIZES = (1, 2, 5, 20, 100, 500, 1000)
@@ -143,7 +143,7 @@ class LoadGenerator:
 def stored_spans(db: Path) -> Counter:
     """(trace id, span id, span JSON) -> copies, read from the file itself, read-only (each row
     turned back into Zipkin JSON as the store reads it: ids, names and times live in columns)."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    conn = connect(db, readonly=True)  # with span_json, which reads compressed blobs
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         return Counter(

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import apsw
 
 from tracebox.appliance.model import Span
+from tracebox.appliance.store import blobs
 from tracebox.appliance.store.checkpoint import WRITER_BACKSTOP_PAGES, Checkpointer
 from tracebox.appliance.store.consumer import SpanConsumer
 from tracebox.appliance.store.rows import Batch, build_batch
@@ -57,6 +58,7 @@ def connect(
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute(f"PRAGMA cache_size = {-1024 * cache_mib}")
     conn.execute("PRAGMA temp_store = MEMORY")
+    blobs.register(conn)
     return conn
 
 

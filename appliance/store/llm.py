@@ -61,7 +61,7 @@ def group_expression(group_by: str) -> tuple[str, tuple, str]:
         return GROUP_COLUMNS[group_by], (), ""
     if group_by.startswith("tag:") and len(group_by) > 4:
         key = group_by[4:].replace('"', "")
-        return "json_extract(s.json, ?)", (f'$.tags."{key}"',), " JOIN spans s ON s.id = c.span_id"
+        return "json_extract(span_json(s.json), ?)", (f'$.tags."{key}"',), " JOIN spans s ON s.id = c.span_id"
     raise ValueError(f"groupBy should be one of {', '.join(GROUP_COLUMNS)} or tag:<key>, got {group_by!r}")
 
 

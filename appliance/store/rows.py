@@ -25,7 +25,7 @@ _SIGN = 1 << 63
 #: Span fields stored in their own columns, left out of the stored JSON (~180 bytes a span).
 IN_COLUMNS = frozenset(("traceId", "parentId", "id", "kind", "name", "timestamp", "duration"))
 #: What ``span_from_row`` reads, in its order.
-SPAN_COLUMNS = "trace_id, parent_id, span_id, kind, name, ts, duration, json"
+SPAN_COLUMNS = "trace_id, parent_id, span_id, kind, name, ts, duration, span_json(json)"
 
 
 def span_from_row(
@@ -114,8 +114,12 @@ def build_batch(
     spans: Iterable[Span],
     autocomplete_keys: frozenset[str] = frozenset(),
     llm_fields: Callable[[Span], tuple | None] | None = None,
+    compress: Callable[[bytes], bytes] | None = None,
 ) -> Batch:
-    """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None."""
+    """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None;
+    ``compress`` (``blobs.Compressor``'s), when given, packs the stored JSON."""
+    if compress is None:
+        compress = _as_is
     batch = Batch()
     posting_lists: dict[tuple[int, int], dict[int, int]] = {}  # (part, h) -> {trace_low: first ts}
     dedupe = Deduper()
@@ -149,8 +153,8 @@ def build_batch(
                 ts,
                 span.get("duration"),
                 flags,
-                orjson.dumps({k: v for k, v in span.items() if k not in IN_COLUMNS}),
-                orjson.dumps(dedupe(stored_form(otel, span))) if otel else None,
+                compress(orjson.dumps({k: v for k, v in span.items() if k not in IN_COLUMNS})),
+                compress(orjson.dumps(dedupe(stored_form(otel, span)))) if otel else None,
             )
         )
         if not ts:
@@ -189,6 +193,10 @@ def span_postings(span: Span) -> Iterator[tuple[int, int, int]]:
     service = local_service(span)
     for key, value in indexed_terms(span):
         yield tag_hash(service, key, value), ts, low
+
+
+def _as_is(blob: bytes) -> bytes:
+    return blob
 
 
 def _seen_at(names: dict, key: tuple, ts: int) -> None:

@@ -68,7 +68,7 @@ _READ = (
 
 def read_after(conn: apsw.Connection, cursor: int, limit: int, with_tags: bool) -> list[SpanRow]:
     """Committed spans after ``cursor`` in commit order; tags parsed only when ``with_tags``."""
-    sql = _READ.format(json="s.json" if with_tags else "NULL")
+    sql = _READ.format(json="span_json(s.json)" if with_tags else "NULL")
     out = []
     for row in conn.execute(sql, (cursor, limit)):
         body = row[9]

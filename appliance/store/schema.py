@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import apsw
 
+from tracebox.appliance.store import blobs
 from tracebox.appliance.store.dependencies import create_tables as create_dependency_tables
 from tracebox.appliance.store.otel_parts import DDL as OTEL_PARTS_DDL
 from tracebox.appliance.store.tag_index import migrate_from_span_tags, migrate_to_postings
@@ -95,6 +96,7 @@ MIGRATIONS: list[Step] = [
     OTEL_PARTS_DDL,
     migrate_from_span_tags,
     migrate_to_postings,
+    blobs.DDL,
 ]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"

@@ -109,7 +109,7 @@ def trace_otel(conn: apsw.Connection, trace_id: str) -> dict[tuple[str, str | No
     """The OTLP extras of a trace's spans, keyed by (span id, local service)."""
     trace_id = normalize_trace_id(trace_id)
     sql = (
-        "SELECT span_id, service, otel, ts, duration, json -> '$.tags' FROM spans"
+        "SELECT span_id, service, span_json(otel), ts, duration, span_json(json) -> '$.tags' FROM spans"
         " WHERE trace_low = ? AND otel IS NOT NULL"
     )
     extras = {}
