@@ -187,8 +187,7 @@ def normalize_span(raw: Any) -> Span:
         if not isinstance(name, str):
             raise SpanError(f"name should be a string, got {_show(name)}")
         if name:
-            _check(limits.name_problem(name, "name"))
-            span["name"] = name.lower()
+            span["name"] = span_name(name)
     timestamp = _positive_int(raw.get("timestamp"), "timestamp")
     if timestamp:
         span["timestamp"] = timestamp
@@ -199,7 +198,7 @@ def normalize_span(raw: Any) -> Span:
         endpoint = normalize_endpoint(raw.get(key))
         if endpoint:
             span[key] = endpoint
-    annotations = _annotations(raw.get("annotations"))
+    annotations = normalize_annotations(raw.get("annotations"))
     if annotations:
         span["annotations"] = annotations
     tags = raw.get("tags")
@@ -212,7 +211,7 @@ def normalize_span(raw: Any) -> Span:
             else {str(k): v for k, v in ((k, tag_value(v)) for k, v in tags.items()) if v is not None}
         )
         if clean:
-            _check(limits.tags_problem(clean))
+            check_tags(clean)
             span["tags"] = clean
     if raw.get("debug") is True:
         span["debug"] = True
@@ -232,7 +231,17 @@ def _all_text(tags: dict) -> bool:
     return True
 
 
-def _annotations(value: Any) -> list[dict[str, Any]]:
+def span_name(name: str) -> str:
+    """A non-empty span name as stored: checked against the limit, lower-cased as Zipkin does."""
+    _check(limits.name_problem(name, "name"))
+    return name.lower()
+
+
+def check_tags(tags: dict[str, str]) -> None:
+    _check(limits.tags_problem(tags))
+
+
+def normalize_annotations(value: Any) -> list[dict[str, Any]]:
     if not value:
         return []
     if not isinstance(value, list):

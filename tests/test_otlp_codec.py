@@ -308,3 +308,37 @@ def test_status_bodies_and_retry_info_parse_with_googles_own_classes():
     info = error_details_pb2.RetryInfo()
     assert detailed.details[0].Unpack(info)
     assert (info.retry_delay.seconds, info.retry_delay.nanos) == (1, 250_000_000)
+
+
+def _edge_request() -> ExportTraceServiceRequest:
+    """Spans whose fields the normalisation has to change: a zero high trace half, a parent equal to
+    the span, an upper-case service, an IPv4-mapped IPv6 local address, repeated events."""
+    request = _pb_request()
+    resource_spans = request.resource_spans[0]
+    resource_spans.resource.attributes[0].value.string_value = "Payments-API"
+    span = resource_spans.scope_spans[0].spans[0]
+    span.trace_id = bytes(8) + bytes.fromhex("d269b633813fc60c")
+    span.parent_span_id = span.span_id
+    span.attributes.add(key="network.local.address", value=AnyValue(string_value="::ffff:10.0.0.7"))
+    span.attributes.add(key="network.local.port", value=AnyValue(int_value=8443))
+    span.events.extend([PbSpan.Event(time_unix_nano=1_700_000_000_200_000_000, name="sent")] * 2)
+    span.events.add(time_unix_nano=500, name="before the epoch's first microsecond")
+    return request
+
+
+def test_decoded_spans_are_already_normalised():
+    """The decoder builds spans in their final form; ``normalize_span`` must find nothing to change."""
+    from tracebox.appliance import demo
+    from tracebox.appliance.model import normalize_span
+
+    traffic = [span for trace in demo.generate_traces(30, seed=3) for span in trace]
+    bodies = [demo.to_otlp(traffic).SerializeToString(), _edge_request().SerializeToString()]
+    spans = [span for body in bodies for span in decode_otlp_protobuf(body).spans]
+    spans += decode_otlp_json(demo.encode_otlp_json(traffic)).spans
+    assert len(spans) == 2 * len(traffic) + 1
+    for span in spans:
+        assert normalize_span(span) == span
+    edge = spans[len(traffic)]
+    assert edge["traceId"] == "d269b633813fc60c" and "parentId" not in edge
+    assert edge["localEndpoint"] == {"serviceName": "payments-api", "ipv4": "10.0.0.7", "port": 8443}
+    assert [a["value"] for a in edge["annotations"]] == ["sent"]

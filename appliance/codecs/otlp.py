@@ -45,7 +45,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tracebox.appliance.model import DecodeError, Span, SpanError, check_span_count, normalize_span
+from tracebox.appliance.model import (
+    DecodeError,
+    Span,
+    SpanError,
+    check_span_count,
+    check_tags,
+    normalize_annotations,
+    normalize_endpoint,
+    span_name,
+)
 
 __all__ = [
     "OtlpBatch",
@@ -63,6 +72,7 @@ _KINDS = (None, None, "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # indexed by 
 _STATUS = (None, "OK", "ERROR")  # indexed by OTLP StatusCode
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_HEX = frozenset("0123456789abcdef")
 # Remote service name, by the spec's ranking; the address attributes double as ip sources below.
 _REMOTE_SERVICE_KEYS = (
     "peer.service",
@@ -99,7 +109,7 @@ class OtlpBatch:
 class _Context:
     """What every span of one (resource, scope) pair shares; built once per pair."""
 
-    service: str
+    local_endpoint: dict[str, Any] | None  # normalised, for spans without a local address
     tags: dict[str, str]
     otel_resource: dict[str, Any]
     otel_scope: dict[str, Any]
@@ -148,7 +158,9 @@ def _context(
     if scope_version:
         tags["otel.scope.version"] = tags["otel.library.version"] = scope_version
     return _Context(
-        service=service if isinstance(service, str) and service else "unknown_service",
+        local_endpoint=normalize_endpoint(
+            {"serviceName": service if isinstance(service, str) and service else "unknown_service"}
+        ),
         tags=tags,
         otel_resource=_compact(
             attributes=resource_attrs, droppedAttributesCount=resource_dropped, schemaUrl=resource_schema
@@ -187,7 +199,9 @@ def _span(
     trace_state: str,
     flags: int,
 ) -> Span:
-    """Map one OTLP span (ids as hex, attributes as typed values) to a normalised Zipkin span."""
+    """Map one OTLP span (ids as lower hex, attributes as typed values) to a normalised Zipkin span
+    (see ``model``), built in its final form: ids from bytes and kinds from enums need none of
+    ``normalize_span``'s checks, names, endpoints, annotations and tags get the same ones."""
     if len(trace_id) != 32 or trace_id == _ZERO_TRACE:
         raise SpanError(f"traceId should be 16 non-zero bytes (32 hex characters), got {trace_id!r}")
     if len(span_id) != 16 or span_id == _ZERO_SPAN:
@@ -235,28 +249,42 @@ def _span(
     if kind == 1:
         otel["kind"] = "INTERNAL"
 
-    local: dict[str, Any] = {"serviceName": ctx.service}
-    if "network.local.address" in attributes:
-        local["ipv4"] = attributes["network.local.address"]  # normalize_span files v4/v6 by parsing
-        local["port"] = _port(attributes.get("network.local.port"))
-    raw: Span = {
-        "traceId": trace_id,
-        "id": span_id,
-        "parentId": parent_id,
-        "kind": zipkin_kind,
-        "name": name,
-        "localEndpoint": local,
-        "remoteEndpoint": _remote_endpoint(zipkin_kind, attributes),
-        "tags": tags,
-        "otel": otel,
-    }
-    if start_ns > 0:
-        raw["timestamp"] = start_ns // 1000
+    out: Span = {"traceId": trace_id[16:] if trace_id.startswith(_ZERO_SPAN) else trace_id}
+    if parent_id and parent_id != _ZERO_SPAN and parent_id != span_id:
+        out["parentId"] = parent_id
+    out["id"] = span_id
+    if zipkin_kind:
+        out["kind"] = zipkin_kind
+    if name:
+        out["name"] = span_name(name)
+    timestamp = start_ns // 1000
+    if timestamp > 0:
+        out["timestamp"] = timestamp
         if end_ns >= start_ns:
-            raw["duration"] = max(1, (end_ns - start_ns) // 1000)
+            out["duration"] = max(1, (end_ns - start_ns) // 1000)
+    local = ctx.local_endpoint
+    if "network.local.address" in attributes:
+        local = normalize_endpoint(
+            {
+                **(local or {}),
+                "ipv4": attributes["network.local.address"],  # filed as v4 or v6 by parsing
+                "port": _port(attributes.get("network.local.port")),
+            }
+        )
+    if local:
+        out["localEndpoint"] = local
+    remote = normalize_endpoint(_remote_endpoint(zipkin_kind, attributes))
+    if remote:
+        out["remoteEndpoint"] = remote
     if events:
-        raw["annotations"] = _annotations(events)
-    return normalize_span(raw)
+        annotations = normalize_annotations(_annotations(events))
+        if annotations:
+            out["annotations"] = annotations
+    if tags:
+        check_tags(tags)
+        out["tags"] = tags
+    out["otel"] = otel
+    return out
 
 
 def _annotations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -597,10 +625,8 @@ def _hex_id(obj: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise SpanError(f"{key} should be a hex string, got {value!r:.60}")
     lowered = value.lower()
-    try:
-        bytes.fromhex(lowered)
-    except ValueError:
-        raise SpanError(f"{key} should be hex, got {value!r:.60}") from None
+    if not _HEX.issuperset(lowered) or len(lowered) % 2:
+        raise SpanError(f"{key} should be hex, got {value!r:.60}")
     return lowered
 
 

@@ -34,15 +34,13 @@ class Deduper:
         self.parts: dict[int, bytes] = {}
         self._by_id: dict[int, tuple[Any, int]] = {}  # id(obj) -> (obj, hash); obj kept alive
 
-    def __call__(self, otel: dict[str, Any]) -> dict[str, Any]:
-        if not any(part in otel for part in PARTS):
-            return otel
-        out = dict(otel)
+    def __call__(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """Swap the parts of ``stored_form``'s dict (its own, so changed in place) for references."""
         for part in PARTS:
-            obj = out.pop(part, None)
+            obj = stored.pop(part, None)
             if obj:
-                out[f"{part}Ref"] = self._ref(obj)
-        return out
+                stored[f"{part}Ref"] = self._ref(obj)
+        return stored
 
     def _ref(self, obj: dict[str, Any]) -> int:
         cached = self._by_id.get(id(obj))
@@ -60,20 +58,24 @@ def stored_form(otel: dict[str, Any], span: dict[str, Any]) -> dict[str, Any]:
 
     A string attribute is its tag of the same name, byte for byte, so only attributes a tag cannot
     carry (numbers, booleans, arrays, maps) are kept typed; the nanosecond times are kept only when
-    they are finer than the span's microseconds. ``expand`` puts both back.
+    they are finer than the span's microseconds. ``expand`` puts both back. Returns a new dict.
     """
-    out = otel
+    out = dict(otel)
     attributes = otel.get("attributes")
     if attributes:
         tags = span.get("tags") or {}
-        typed = {k: v for k, v in attributes.items() if not (isinstance(v, str) and tags.get(k) == v)}
-        if len(typed) != len(attributes):
-            out = {**otel, "attributes": typed, "stringTags": [k for k in attributes if k not in typed]}
-            if not typed:
+        strings = [k for k, v in attributes.items() if type(v) is str and tags.get(k) == v]
+        if strings:
+            if len(strings) == len(attributes):
                 del out["attributes"]
+            else:
+                out["attributes"] = {
+                    k: v for k, v in attributes.items() if not (type(v) is str and tags.get(k) == v)
+                }
+            out["stringTags"] = strings
     ts, duration = span.get("timestamp"), span.get("duration")
     if ts and out.get("startTimeUnixNano") == ts * 1000:
-        out = {k: v for k, v in out.items() if k != "startTimeUnixNano"}
+        del out["startTimeUnixNano"]
         if duration and out.get("endTimeUnixNano") == (ts + duration) * 1000:
             del out["endTimeUnixNano"]
     return out
