@@ -34,7 +34,10 @@ from tracebox.detectors.engine import Engine
 
 log = logging.getLogger(__name__)
 
-BATCH_SPANS = 5000
+#: Spans per step: large enough that a step's round trip is noise, small enough that a step's rows
+#: do not scatter the process's heap (5,000 -> 2,000: the engine's peak RSS at 300k OTLP spans
+#: 121-127 -> 115 MB, with the rollup's smaller calls).
+BATCH_SPANS = 2000
 IDLE_SECONDS = 0.5
 SNAPSHOT_EVERY_S = 10.0
 

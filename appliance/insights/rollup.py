@@ -47,8 +47,9 @@ SETTLE_S = 5.0
 BATCH_ROWS = 5000
 MAX_PENDING = 50_000  # traces waiting to settle; beyond it the oldest are analysed at once
 #: Traces analysed per call into the engine's process: their spans are in memory at once there, and
-#: the engine's own steps run between calls.
-ANALYSE_TRACES = 500
+#: the engine's own steps run between calls. Small calls keep that process's heap small: analysing
+#: 300k spans' traces in-process peaked at 70 MB with 500 a call, 59 MB with 100.
+ANALYSE_TRACES = 100
 IDLE_S = 1.0
 SNAPSHOT_MAGIC = b"tracebox-insights/1\n"
 KIND = "pattern"
