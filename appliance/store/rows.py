@@ -21,6 +21,9 @@ FLAG_DEBUG = 4
 MAX_INDEXED_VALUE = 256
 
 _SIGN = 1 << 63
+#: Recent (service, key, value) hashes. Values repeat (methods, routes, models) and ids do not, so
+#: the cache is emptied when full; 8,192 keeps the hits (65,536 held ~13 MB of unique values).
+HASH_CACHE_SIZE = 8_192
 
 #: Span fields stored in their own columns, left out of the stored JSON (~180 bytes a span).
 IN_COLUMNS = frozenset(("traceId", "parentId", "id", "kind", "name", "timestamp", "duration"))
@@ -69,7 +72,7 @@ def tag_hash(service: str | None, key: str, value: str) -> int:
     if found is None:
         data = f"{service or ''}\x00{key}\x00{value}".encode()
         found = int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
-        if len(_HASHES) >= 65_536:  # values repeat (methods, routes, models); ids do not
+        if len(_HASHES) >= HASH_CACHE_SIZE:
             _HASHES.clear()
         _HASHES[marker] = found
     return found
