@@ -564,15 +564,17 @@ def run_ingest(
 
 def load_database(db: Path, spans: int, seed: int, echo: Callable[[str], None] = say) -> int:
     """Write about ``spans`` demo spans (trace ids fresh, spread over the last 24 h) through the
-    store's own write path (row building, group commit); returns the number written."""
+    store's own write path (row building, compression dictionaries, group commit); returns the
+    number written."""
     from tracebox.appliance.prepare import Preparer, PrepareSettings
-    from tracebox.appliance.store import Store
+    from tracebox.appliance.store import Store, blobs
 
     rng = random.Random(seed)
     now_us = time.time_ns() // 1000
     template = _traces(min(spans, 40_000), seed)  # ~2,100 distinct traces, replayed with new ids
     store = Store(db)
-    store.prepare = Preparer(PrepareSettings()).rows
+    store.prepare = Preparer(PrepareSettings(database=str(db))).rows
+    trainer = blobs.Trainer(store)
     written = 0
     started = time.perf_counter()
     last_report = started
@@ -611,6 +613,7 @@ def load_database(db: Path, spans: int, seed: int, echo: Callable[[str], None] =
                 continue
             pending.add(asyncio.ensure_future(store.write_spans(batch)))
             batch = []
+            await trainer.step()  # trains when due, as the server does
             if len(pending) >= 4:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:

@@ -44,7 +44,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 FIRST_ID = 32_768
 LEVEL = 3
 DICTIONARY_BYTES = 32_768
-#: The newest spans a dictionary is trained on (both blobs of each): ~0.1 s of training.
+#: Spans a dictionary is trained on (both blobs of each): ~0.1 s of training.
 SAMPLE_SPANS = 5_000
 #: The first dictionary is trained once this many spans are stored; each next one once the store
 #: has grown tenfold since the last, so a database carries a handful (~32 KB each) for its life.
@@ -121,17 +121,20 @@ class Compressor:
 
 
 def _train(conn: apsw.Connection, newest: int) -> tuple[int, bytes] | None:
-    """A dictionary (its id, its bytes) trained on the spans up to ``newest``, or None when those
-    spans are too few or too alike for zstd to build one."""
-    samples = [
-        blob
+    """A dictionary (its id, its bytes) trained on spans spread evenly over those stored since the
+    last dictionary, up to ``newest`` (so one huge trace cannot make up the sample); None when
+    they are too few or too alike for zstd to build one."""
+    since = conn.execute("SELECT coalesce(max(trained_at), 0) FROM blob_dictionaries").fetchall()[0][0]
+    step = max(1, (newest - since) // SAMPLE_SPANS)
+    ids = list(range(newest, since, -step))[:SAMPLE_SPANS]
+    samples = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            "SELECT span_json(json), span_json(otel) FROM spans WHERE id > ? AND id <= ?",
-            (newest - SAMPLE_SPANS, newest),
-        )
-        for blob in row
-        if blob
-    ]
+            f"SELECT span_json(json), span_json(otel) FROM spans WHERE id IN ({marks})", chunk
+        ):
+            samples.extend(blob for blob in row if blob)
     next_id = conn.execute("SELECT coalesce(max(id) + 1, ?) FROM blob_dictionaries", (FIRST_ID,)).fetchall()
     dict_id = next_id[0][0]
     try:
