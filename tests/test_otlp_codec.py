@@ -252,6 +252,17 @@ def test_bad_ids_are_rejected_and_counted_while_the_rest_is_kept_protobuf():
     )
 
 
+def test_a_service_name_over_the_limit_rejects_its_resources_spans_only():
+    request = _pb_request()
+    too_long = ResourceSpans()
+    too_long.CopyFrom(request.resource_spans[0])
+    too_long.resource.attributes[0].value.string_value = "s" * 5_000
+    request.resource_spans.append(too_long)
+    batch = decode_otlp_protobuf(request.SerializeToString())
+    assert [s["localEndpoint"]["serviceName"] for s in batch.spans] == ["payments"]
+    assert batch.rejected == 1 and "serviceName has 5000 characters" in batch.error_message
+
+
 def test_bad_ids_are_rejected_and_counted_while_the_rest_is_kept_json():
     doc = orjson.loads(_HAND_WRITTEN_JSON)
     spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]

@@ -109,7 +109,7 @@ class OtlpBatch:
 class _Context:
     """What every span of one (resource, scope) pair shares; built once per pair."""
 
-    local_endpoint: dict[str, Any] | None  # normalised, for spans without a local address
+    service: str
     tags: dict[str, str]
     otel_resource: dict[str, Any]
     otel_scope: dict[str, Any]
@@ -158,9 +158,7 @@ def _context(
     if scope_version:
         tags["otel.scope.version"] = tags["otel.library.version"] = scope_version
     return _Context(
-        local_endpoint=normalize_endpoint(
-            {"serviceName": service if isinstance(service, str) and service else "unknown_service"}
-        ),
+        service=service if isinstance(service, str) and service else "unknown_service",
         tags=tags,
         otel_resource=_compact(
             attributes=resource_attrs, droppedAttributesCount=resource_dropped, schemaUrl=resource_schema
@@ -262,17 +260,13 @@ def _span(
         out["timestamp"] = timestamp
         if end_ns >= start_ns:
             out["duration"] = max(1, (end_ns - start_ns) // 1000)
-    local = ctx.local_endpoint
-    if "network.local.address" in attributes:
-        local = normalize_endpoint(
-            {
-                **(local or {}),
-                "ipv4": attributes["network.local.address"],  # filed as v4 or v6 by parsing
-                "port": _port(attributes.get("network.local.port")),
-            }
-        )
-    if local:
-        out["localEndpoint"] = local
+    local: dict[str, Any] = {"serviceName": ctx.service}  # normalised per span (cached): a service
+    if "network.local.address" in attributes:  # name over the limit rejects its spans, not the request
+        local["ipv4"] = attributes["network.local.address"]  # filed as v4 or v6 by parsing
+        local["port"] = _port(attributes.get("network.local.port"))
+    local_endpoint = normalize_endpoint(local)
+    if local_endpoint:
+        out["localEndpoint"] = local_endpoint
     remote = normalize_endpoint(_remote_endpoint(zipkin_kind, attributes))
     if remote:
         out["remoteEndpoint"] = remote
