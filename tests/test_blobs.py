@@ -16,7 +16,7 @@ from opentelemetry.trace import format_trace_id
 from tests.conftest import wait_until
 from tests.spans import NOW_US, dumps, new_trace_id, span
 from tracebox.appliance.prepare import Preparer, PrepareSettings
-from tracebox.appliance.store import Store, blobs, connect, queries
+from tracebox.appliance.store import Store, blobs, connect, llm, queries
 from tracebox.appliance.store.views import trace_otel
 
 
@@ -134,7 +134,11 @@ def test_retrained_dictionaries_leave_older_rows_readable(tmp_path):
         preparer = Preparer(settings)  # a new one looks for the newest dictionary at once
         for _ in range(n_traces):
             trace_id = new_trace_id()
-            written[trace_id] = _trace(trace_id, 100, service)
+            written[trace_id] = _trace(trace_id, 99, service) + [
+                span(trace_id, f"{100:016x}", parent=f"{1:016x}", service=service, name="chat gpt-4o",
+                     kind="CLIENT", tags={"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": "10",
+                                          "tenant.tier": service})
+            ]  # fmt: skip
             await store.write_batch(preparer.rows([dict(s) for s in written[trace_id]]))
 
     async def scenario() -> list[bool]:
@@ -160,6 +164,9 @@ def test_retrained_dictionaries_leave_older_rows_readable(tmp_path):
             assert len(used) == 2_000 and len(frames) == 3_000
             for trace_id, spans in written.items():
                 assert _by_id(queries.get_trace(conn, trace_id, strict=True)) == _by_id(spans)
+            # LLM usage grouped by a tag reads it from the (packed) span JSON in SQL
+            by_tier = llm.usage(conn, llm.LlmWindow(0, 2**62), "tag:tenant.tier")
+            assert {row["key"]: row["calls"] for row in by_tier} == {"first": 10, "second": 10, "third": 10}
         finally:
             conn.close()
     finally:
