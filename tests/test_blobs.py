@@ -134,11 +134,10 @@ def test_retrained_dictionaries_leave_older_rows_readable(tmp_path):
         preparer = Preparer(settings)  # a new one looks for the newest dictionary at once
         for _ in range(n_traces):
             trace_id = new_trace_id()
-            written[trace_id] = _trace(trace_id, 99, service) + [
-                span(trace_id, f"{100:016x}", parent=f"{1:016x}", service=service, name="chat gpt-4o",
-                     kind="CLIENT", tags={"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": "10",
-                                          "tenant.tier": service})
-            ]  # fmt: skip
+            llm_call = span(trace_id, f"{100:016x}", parent=f"{1:016x}", service=service, name="chat gpt-4o",
+                            kind="CLIENT", tags={"gen_ai.request.model": "gpt-4o", "tenant.tier": service,
+                                                 "gen_ai.usage.input_tokens": "10"})  # fmt: skip
+            written[trace_id] = [*_trace(trace_id, 99, service), llm_call]
             await store.write_batch(preparer.rows([dict(s) for s in written[trace_id]]))
 
     async def scenario() -> list[bool]:
