@@ -50,8 +50,9 @@ SAMPLE_SPANS = 5_000
 #: has grown tenfold since the last, so a database carries a handful (~32 KB each) for its life.
 FIRST_TRAINING_SPANS = 5_000
 GROWTH_TO_RETRAIN = 10
-#: How often a compressor looks for a newer dictionary, and the trainer for enough new spans.
-CHECK_S = 0.5
+#: How often a compressor looks for a newer dictionary (one indexed query) and the trainer for
+#: enough new spans (one attribute): often, so that few spans are stored plain at the start.
+CHECK_S = 0.1
 
 
 def register(conn: apsw.Connection) -> None:
