@@ -45,12 +45,16 @@ class _Override:
 
 
 class Pricer:
-    """Prices LLM calls; ``overrides`` maps a model name to per-million-token prices."""
+    """Prices LLM calls; ``overrides`` maps a model name to per-million-token prices. Without
+    ``table`` only reported costs and overrides count (the genai-prices table is never loaded)."""
 
-    def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    def __init__(
+        self, overrides: Mapping[str, Mapping[str, float]] | None = None, *, table: bool = True
+    ) -> None:
         self._overrides = {
             model.lower(): _override(model, prices) for model, prices in (overrides or {}).items()
         }
+        self._table = table
 
     def cost(
         self,
@@ -74,6 +78,8 @@ class Pricer:
             override = self._overrides.get(model.lower())
             if override is not None:
                 return Cost(_override_cost(override, *tokens), "computed", OVERRIDE_VERSION)
+        if not self._table:
+            return None
         for model in filter(None, models):
             found = _lookup(provider.lower() if provider else None, model)
             if found is not None:

@@ -300,6 +300,40 @@ def test_near_miss_llm_context_within_norm_or_without_baseline():
     assert kinds(analyse(t.spans, llm_baseline={("other", "chat gpt-4o"): 400})) == []
 
 
+def test_a_stored_oversized_call_costs_what_it_was_priced_at_on_ingest(tmp_path):
+    """The finding's excess cost comes from the call's stored price (here an operator's override),
+    not from pricing it again with the default table."""
+    import asyncio
+
+    from tracebox.appliance.insights.store import trace_insights
+    from tracebox.appliance.prepare import Preparer, PrepareSettings
+    from tracebox.appliance.store import Store, connect
+
+    usual = []
+    for i in range(25):  # a route's norm: 2,000 input tokens
+        t = Trace(f"a1b2c3d4e5f60718{i + 1:016x}")
+        _llm(t, t.add(name="post /chat", kind="SERVER", ms=1000, service="llm-router"), 2_000)
+        usual += t.spans
+    big = Trace(f"a1b2c3d4e5f60718{99:016x}")
+    big_id = _llm(
+        big, big.add(name="post /chat", kind="SERVER", ms=1000, service="llm-router"), 12_000, at=500
+    )
+    prices = {"gpt-4o": {"input_per_mtok": 100.0, "output_per_mtok": 1000.0}}
+    store = Store(tmp_path / "t.db")
+    store.prepare = Preparer(PrepareSettings(prices=prices)).rows
+    asyncio.run(store.write_spans(usual + big.spans))
+    store.close()
+    conn = connect(tmp_path / "t.db", readonly=True)
+    try:
+        _, findings = trace_insights(conn, big.trace_id, strict=True)
+    finally:
+        conn.close()
+    [finding] = [f for f in findings if f.kind == OVERSIZED_LLM_CONTEXT]
+    assert finding.span_ids == [big_id]
+    cost = (12_000 * 100.0 + 100 * 1000.0) / 1e6  # the override, not the table's gpt-4o price
+    assert finding.details["excessCostUsd"] == round(cost * 10_000 / 12_000, 6)
+
+
 # -- critical path --------------------------------------------------------------------------------
 
 

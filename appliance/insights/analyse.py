@@ -29,6 +29,7 @@ from tracebox.appliance.genai import extract_llm
 from tracebox.appliance.insights.critical import critical_path
 from tracebox.appliance.insights.normalise import normalise_statement, statement_of
 from tracebox.appliance.model import Span
+from tracebox.appliance.pricing import Pricer
 from tracebox.appliance.trace import SpanNode, correct_clock_skew
 
 N_PLUS_ONE = "n_plus_one"
@@ -66,6 +67,9 @@ _WRITES = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "REPLACE",
 
 #: Per-route LLM baseline: (service, span name) -> median input tokens.
 LlmBaseline = Mapping[tuple[str, str], float]
+#: Reads an LLM call's tokens without the price table (genai-prices: ~20 MB in each process that
+#: loads it); a finding's cost is the one the call was priced at on ingest (``llm_costs``).
+_TOKENS_ONLY = Pricer(table=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +194,12 @@ def analyse(
     spans: list[Span],
     *,
     llm_baseline: LlmBaseline | None = None,
+    llm_costs: Mapping[str, float] | None = None,
     config: InsightConfig = DEFAULT_CONFIG,
     critical: bool = True,
 ) -> list[Finding]:
-    """Findings for one trace, patterns first (by time at stake), then the critical path."""
+    """Findings for one trace, patterns first (by time at stake), then the critical path.
+    ``llm_costs``: the USD cost of its LLM calls by span id (``insights.store.llm_costs``)."""
     if not spans:
         return []
     nodes = _nodes(spans)
@@ -207,7 +213,7 @@ def analyse(
         _queuing_gap(node, children, config, findings)
         _retry_storm(node, children, config, findings)
     if llm_baseline:
-        _oversized_llm(nodes, llm_baseline, config, findings)
+        _oversized_llm(nodes, llm_baseline, llm_costs or {}, config, findings)
     findings.sort(key=lambda f: (-f.at_stake_us, f.kind))
     if critical:
         path = _critical_path(nodes, config)
@@ -467,7 +473,13 @@ def _retry_storm(parent: _Node, children: list[_Node], cfg: InsightConfig, out: 
 # -- oversized LLM context ------------------------------------------------------------------------
 
 
-def _oversized_llm(nodes: list[_Node], baseline: LlmBaseline, cfg: InsightConfig, out: list[Finding]) -> None:
+def _oversized_llm(
+    nodes: list[_Node],
+    baseline: LlmBaseline,
+    costs: Mapping[str, float],
+    cfg: InsightConfig,
+    out: list[Finding],
+) -> None:
     for node in nodes:
         tags = node.span.get("tags")
         if not tags or not any(k.startswith(_LLM_HINTS) for k in tags):
@@ -475,7 +487,7 @@ def _oversized_llm(nodes: list[_Node], baseline: LlmBaseline, cfg: InsightConfig
         median = baseline.get((node.service, node.name))
         if not median:
             continue  # no norm known for this route: say nothing
-        llm = extract_llm(node.span)
+        llm = extract_llm(node.span, _TOKENS_ONLY)
         tokens = (llm or {}).get("input_tokens")
         if not tokens:
             continue
@@ -486,7 +498,7 @@ def _oversized_llm(nodes: list[_Node], baseline: LlmBaseline, cfg: InsightConfig
         ttft = llm.get("ttft_us") if llm else None
         # prefill time grows with the prompt: the excess tokens' part of the time to first token
         stake = round(ttft * excess / tokens) if ttft else 0
-        cost = llm.get("cost_usd") if llm else None
+        cost = costs.get(node.id)
         route = _route(nodes, node)
         out.append(
             Finding(

@@ -183,11 +183,12 @@ def analyse_settled(
         for spans in groups.values():
             by_trace.append((spans[0]["traceId"], merge_trace(spans, strict_trace_id=strict)))
     known = istore.analysed(conn, [trace_id for trace_id, _ in by_trace])
+    costs = istore.llm_costs(conn, [trace_id for trace_id, _ in by_trace]) if baseline else {}
     out = []
     for trace_id, spans in by_trace:
         if trace_id in known:
             continue
-        findings = analyse(spans, llm_baseline=baseline, critical=False)
+        findings = analyse(spans, llm_baseline=baseline, llm_costs=costs.get(trace_id), critical=False)
         start = min((s.get("timestamp") or 0 for s in spans), default=0)
         out.append((trace_id, start, _ops(spans), _patterns(findings)))
     return out

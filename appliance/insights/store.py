@@ -91,7 +91,32 @@ def trace_insights(conn: apsw.Connection, trace_id: str, strict: bool) -> tuple[
     spans = queries.get_trace(conn, trace_id, strict)
     if not spans:
         return [], []
-    return spans, analyse(spans, llm_baseline=baseline_for(conn, spans))
+    return spans, analyse_stored(conn, spans)
+
+
+def analyse_stored(conn: apsw.Connection, spans: list[Span]) -> list[Finding]:
+    """``analyse`` for stored spans: with the LLM baseline of their routes and the costs their LLM
+    calls were priced at on ingest."""
+    baseline = baseline_for(conn, spans)
+    costs: dict[str, float] = {}
+    if baseline:
+        for by_span in llm_costs(conn, list({s["traceId"] for s in spans})).values():
+            costs.update(by_span)
+    return analyse(spans, llm_baseline=baseline, llm_costs=costs)
+
+
+def llm_costs(conn: apsw.Connection, trace_ids: list[str]) -> dict[str, dict[str, float]]:
+    """The USD cost of each priced LLM call of these traces, by trace id and span id."""
+    out: dict[str, dict[str, float]] = {}
+    for start in range(0, len(trace_ids), 500):
+        chunk = trace_ids[start : start + 500]
+        sql = (
+            "SELECT c.trace_id, s.span_id, c.cost_usd FROM llm_calls c JOIN spans s ON s.id = c.span_id"
+            f" WHERE c.cost_usd IS NOT NULL AND c.trace_id IN ({','.join('?' * len(chunk))})"
+        )
+        for trace_id, span_id, cost in conn.execute(sql, chunk):
+            out.setdefault(trace_id, {})[span_id] = cost
+    return out
 
 
 def baseline_for(conn: apsw.Connection, spans: list[Span]) -> LlmBaseline | None:

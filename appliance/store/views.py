@@ -102,7 +102,7 @@ def search_summaries(
 
 def trace_findings(conn: apsw.Connection, spans: list[Span]) -> list[insights.Finding]:
     """The insights of a trace already read, with the LLM baseline of its routes."""
-    return analyse(spans, llm_baseline=insight_store.baseline_for(conn, spans))
+    return insight_store.analyse_stored(conn, spans)
 
 
 def trace_otel(conn: apsw.Connection, trace_id: str) -> dict[tuple[str, str | None], dict[str, Any]]:
