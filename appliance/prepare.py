@@ -131,18 +131,19 @@ def default_processes() -> int:
 
 @dataclass
 class PreparePool:
-    """Runs the pipeline in ``processes`` worker processes, or inline on the event loop when 0."""
+    """Runs the pipeline in ``processes`` worker processes, or inline on the event loop when 0.
+    ``local`` is the server process's own pipeline: the inline one, and the one that builds the rows
+    of spans tracebox makes itself (``Store.prepare``)."""
 
     settings: PrepareSettings
     processes: int = field(default_factory=default_processes)
-    _inline: Preparer | None = None
+    local: Preparer = field(init=False)
     _pool: Executor | None = None
     _queued: int = 0
 
     def __post_init__(self) -> None:
-        if self.processes <= 0:
-            self._inline = Preparer(self.settings)
-        else:
+        self.local = Preparer(self.settings)
+        if self.processes > 0:
             self._pool = self._new_pool()
 
     def _new_pool(self) -> Executor:
@@ -155,9 +156,8 @@ class PreparePool:
                 self._pool.submit(_prepare_in_worker, "zipkin-json", b"[]")
 
     async def __call__(self, wire: str, body: bytes) -> Prepared:
-        if self._inline is not None:
-            return self._inline(wire, body)
-        assert self._pool is not None
+        if self._pool is None:
+            return self.local(wire, body)
         if self._queued >= QUEUED_PER_PROCESS * self.processes:
             raise Overloaded(retry_after=1.0)
         self._queued += 1

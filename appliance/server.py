@@ -21,7 +21,7 @@ from tracebox.appliance.dependency_task import add_dependency_task
 from tracebox.appliance.ingest import Ingest
 from tracebox.appliance.metrics import Metrics
 from tracebox.appliance.otlp_grpc import start_grpc_server
-from tracebox.appliance.prepare import PreparePool, Preparer, PrepareSettings, default_processes
+from tracebox.appliance.prepare import PreparePool, PrepareSettings, default_processes
 from tracebox.appliance.redaction import parse_rules
 from tracebox.appliance.selftrace import self_tracing_middleware
 from tracebox.appliance.store import Store, blobs
@@ -47,9 +47,9 @@ def prepare_pool(app: web.Application, settings: Settings, store: Store) -> Prep
         prices=settings.sections.get("prices"),
         database=str(store.path),
     )
-    store.prepare = Preparer(prepare).rows
     processes = settings.ingest_processes if settings.ingest_processes >= 0 else default_processes()
     pool = PreparePool(prepare, processes)
+    store.prepare = pool.local.rows
     with_server(app, pool.warm_up, pool.close)
     return pool
 
