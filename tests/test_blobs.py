@@ -49,6 +49,13 @@ def _dictionaries(db) -> int:
         conn.close()
 
 
+def _train_first_dictionary(server) -> None:
+    """Store enough spans for the server's first dictionary, and wait until it is trained."""
+    for _ in range(blobs.FIRST_TRAINING_SPANS // 500):
+        assert server.post("/api/v2/spans", dumps(_trace(new_trace_id(), 500))).status_code == 202
+    wait_until(lambda: _dictionaries(server.db) == 1, timeout=30)
+
+
 def _by_id(spans: list[dict]) -> dict[str, dict]:
     return {s["id"]: s for s in spans}
 
@@ -58,10 +65,8 @@ def test_spans_stored_after_the_first_dictionary_are_compressed_and_read_back_un
     plain_id = new_trace_id()
     plain = _trace(plain_id, 500)
     assert server.post("/api/v2/spans", dumps(plain)).status_code == 202
-    for _ in range(blobs.FIRST_TRAINING_SPANS // 500):  # enough spans for the first dictionary
-        assert server.post("/api/v2/spans", dumps(_trace(new_trace_id(), 500))).status_code == 202
+    _train_first_dictionary(server)
     plain_read = server.get_json(f"/api/v2/trace/{plain_id}")
-    wait_until(lambda: _dictionaries(server.db) == 1, timeout=30)
 
     # the ingest worker picks the dictionary up within blobs.CHECK_S: post until a trace is packed
     deadline = time.monotonic() + 30
@@ -90,9 +95,7 @@ def test_spans_stored_after_the_first_dictionary_are_compressed_and_read_back_un
 
 def test_otlp_extras_are_packed_and_restored(fresh_tracebox):
     server = fresh_tracebox
-    for _ in range(blobs.FIRST_TRAINING_SPANS // 500):
-        assert server.post("/api/v2/spans", dumps(_trace(new_trace_id(), 500))).status_code == 202
-    wait_until(lambda: _dictionaries(server.db) == 1, timeout=30)
+    _train_first_dictionary(server)
 
     provider = TracerProvider(resource=Resource.create({"service.name": "otel-packed"}))
     provider.add_span_processor(
