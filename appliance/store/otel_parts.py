@@ -64,14 +64,18 @@ def stored_form(otel: dict[str, Any], span: dict[str, Any]) -> dict[str, Any]:
     attributes = otel.get("attributes")
     if attributes:
         tags = span.get("tags") or {}
-        strings = [k for k, v in attributes.items() if type(v) is str and tags.get(k) == v]
-        if strings:
-            if len(strings) == len(attributes):
-                del out["attributes"]
+        typed: dict[str, Any] = {}
+        strings: list[str] = []
+        for key, value in attributes.items():
+            if type(value) is str and tags.get(key) == value:
+                strings.append(key)
             else:
-                out["attributes"] = {
-                    k: v for k, v in attributes.items() if not (type(v) is str and tags.get(k) == v)
-                }
+                typed[key] = value
+        if strings:
+            if typed:
+                out["attributes"] = typed
+            else:
+                del out["attributes"]
             out["stringTags"] = strings
     ts, duration = span.get("timestamp"), span.get("duration")
     if ts and out.get("startTimeUnixNano") == ts * 1000:
