@@ -61,6 +61,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_db_mb", "Delete the oldest spans while the database holds more than this (0: no cap)."),
     Option("retention_check_seconds", "How often retention runs."),
     Option("engine", "Run the anomaly engine (latency, error, token-cost and finish-reason alerts)."),
+    Option(
+        "insights_spans_per_second",
+        "Spans a second the insights rollup analyses at most; above it, a uniform sample of traces"
+        " with counts scaled up (0: every trace).",
+    ),
     Option("auth_token", "Bearer token required by the UI and query API (default: none)."),
     Option("auth_basic", "user:password for basic auth on the UI and query API (browsers prompt for it)."),
     Option("ingest_token", "Bearer token required to send spans (Zipkin, OTLP/HTTP, OTLP/gRPC)."),
@@ -99,6 +104,7 @@ class Settings:
     max_db_mb: int = 0
     retention_check_seconds: float = 60.0
     engine: bool = True
+    insights_spans_per_second: int = 10_000
     auth_token: str = field(default="", repr=False)
     auth_basic: str = field(default="", repr=False)
     ingest_token: str = field(default="", repr=False)
@@ -210,6 +216,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("max_body_bytes should be positive")
     if settings.retention_days < 0 or settings.max_db_mb < 0 or settings.retention_check_seconds <= 0:
         raise ConfigError("retention_days and max_db_mb should be >= 0, retention_check_seconds > 0")
+    if settings.insights_spans_per_second < 0:
+        raise ConfigError("insights_spans_per_second should be >= 0 (0 analyses every trace)")
     if settings.auth_basic and ":" not in settings.auth_basic:
         raise ConfigError("auth_basic should be user:password")
     if bool(settings.tls_cert) != bool(settings.tls_key):

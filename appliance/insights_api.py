@@ -70,7 +70,11 @@ def add_routes(app: web.Application) -> None:
         await app[NOTIFIER].submit(changes)
 
     rollup = app[ROLLUP] = InsightRollup(
-        app[STORE], beside, strict=settings.strict_trace_id, on_changes=notify
+        app[STORE],
+        beside,
+        strict=settings.strict_trace_id,
+        on_changes=notify,
+        spans_per_s=settings.insights_spans_per_second,
     )
 
     with_server(app, rollup.start, rollup.stop)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import orjson
 import pytest
 
-from tests.conftest import Tracebox, wait_until
+from tests.conftest import Tracebox, start_tracebox, wait_until
 from tracebox.appliance import demo
 from tracebox.appliance.insights import (
     CRITICAL_PATH,
@@ -505,3 +506,50 @@ def test_the_server_rolls_up_patterns_of_settled_traces(fresh_tracebox):
         for trace_id in row["exampleTraceIds"]:
             example = fresh_tracebox.get_json(f"/api/tracebox/traces/{trace_id}/insights")
             assert row["kind"] in example["patterns"]
+
+
+@pytest.mark.parametrize("share", [0.05, 0.25, 0.6])
+def test_the_rollup_sample_is_uniform_over_random_and_sequential_trace_ids(share):
+    rng = random.Random(7)
+    for lows in ([rng.getrandbits(64) for _ in range(40_000)], list(range(1, 40_001))):
+        chosen = sum(rollup.sampled(low, share) for low in lows)
+        assert abs(chosen / len(lows) - share) < 0.01
+    assert all(rollup.sampled(low, 1.0) for low in range(100))
+
+
+def test_over_its_budget_the_rollup_analyses_a_sample_and_scales_the_counts(tmp_path):
+    """With a budget of 1,000 spans a second, a burst of 200 traces (~3,800 spans) settles at once:
+    about a quarter is analysed, and the hourly counts still estimate all 200."""
+    hour = 3_600_000_000
+    last_hour_end = time.time_ns() // 1000 // hour * hour - 60_000_000
+    traces = demo.generate_traces(200, seed=5, end_us=last_hour_end, spread_s=600)  # all in one hour
+    spans = [s for trace in traces for s in trace]
+    server = start_tracebox(tmp_path / "t.db", "--insights-spans-per-second", "1000")
+    try:
+        assert server.post("/api/v2/spans", json.dumps(spans)).status_code == 202
+
+        def settled() -> bool:
+            status = server.get_json("/api/tracebox/insights/status")
+            return status["tracesAnalysed"] + status["tracesSkipped"] >= len(traces)
+
+        wait_until(settled, timeout=90)
+        status = server.get_json("/api/tracebox/insights/status")
+        assert status["spansPerSecondBudget"] == 1000
+        assert 0.15 < status["analysedShare"] < 0.4
+        assert status["tracesAnalysed"] < len(traces) / 2
+        rows = server.get_json("/api/tracebox/insights", lookback=str(2 * 3_600_000))
+        assert rows, "no pattern counted"
+        truth: dict[tuple[str, str], int] = {}
+        for trace in traces:
+            for op in {(s["localEndpoint"]["serviceName"], s["name"]) for s in trace}:
+                truth[op] = truth.get(op, 0) + 1
+        judged = 0
+        for row in rows:
+            assert 0 < row["traces"] <= row["operationTraces"]
+            true_count = truth[(row["serviceName"], row["operation"])]
+            if true_count >= 100:  # the estimate of a common operation's traces, within ~3 sd
+                assert 0.6 * true_count < row["operationTraces"] < 1.4 * true_count
+                judged += 1
+        assert judged
+    finally:
+        server.stop()

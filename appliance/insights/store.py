@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS insight_counts (
     operation  TEXT NOT NULL,
     kind       TEXT NOT NULL,       -- a pattern, or '' for the operation's own trace count
     hour       INTEGER NOT NULL,    -- epoch µs of the hour the trace started in
-    traces     INTEGER NOT NULL,    -- traces with the pattern on this operation (or with the operation)
+    traces     INTEGER NOT NULL,    -- traces with the pattern on this operation (or with the operation);
+                                    -- fractional estimates while the rollup samples under load
     findings   INTEGER NOT NULL,
     at_stake   INTEGER NOT NULL,    -- µs summed over the findings
     example    TEXT,                -- a trace id
@@ -176,16 +177,18 @@ def aggregates(
         row["hours"].append(
             {
                 "hour": hour,
-                "traces": traces,
-                "operationTraces": op_traces,
-                "findings": findings,
-                "atStakeUs": stake,
+                "traces": round(traces),
+                "operationTraces": round(op_traces),
+                "findings": round(findings),
+                "atStakeUs": round(stake),
                 "rate": round(traces / op_traces, 4) if op_traces else None,
             }
         )
     out = list(series.values())
     for row in out:
         row["rate"] = round(row["traces"] / row["operationTraces"], 4) if row["operationTraces"] else None
+        for key in ("traces", "operationTraces", "findings", "atStakeUs"):
+            row[key] = round(row[key])
     out.sort(key=lambda r: (-r["traces"], r["serviceName"], r["operation"], r["kind"]))
     return out
 
