@@ -59,22 +59,32 @@ def worker_pool(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
     *,
-    nice: int = 0,
+    background: bool = False,
 ) -> ProcessPoolExecutor:
-    """``nice`` lowers the workers' CPU priority: background work then takes what ingest leaves."""
+    """``background`` workers run only on CPU time that ingest leaves (see ``_run_in_background``)."""
     return ProcessPoolExecutor(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(os.getpid(), nice, initializer, initargs),
+        initargs=(os.getpid(), background, initializer, initargs),
     )
 
 
+def _run_in_background() -> None:
+    """Linux's SCHED_IDLE class: a waking ingest thread takes the core at once, where a niced
+    process still got its share. Under a paced 80 % load, p99 request latency went from 107-199 to
+    77-117 ms (four interleaved pairs of runs). Elsewhere: the lowest nice."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
 def _start_worker(
-    parent: int, nice: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+    parent: int, background: bool, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
 ) -> None:
-    if nice:
-        os.nice(nice)
+    if background:
+        _run_in_background()
     tune_gc()
     threading.Thread(target=_exit_with, args=(parent,), name="tracebox-parent-watch", daemon=True).start()
     if initializer is not None:

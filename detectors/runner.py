@@ -66,9 +66,6 @@ _READ = (
 #: The engine's tables, by version (see ``appliance.store.schema.migrate``).
 SCHEMA = [alert_store.DDL]
 
-#: The engine's process yields the CPU to ingest when both want it; its lag catches up after.
-ENGINE_NICE = 10
-
 T = TypeVar("T")
 
 
@@ -148,7 +145,7 @@ class EngineRunner:
         """Start the engine's process from the last saved snapshot (or fresh) and set the cursor."""
         if self._process is not None:  # a dead one
             self._process.shutdown(wait=False)
-        self._process = worker_pool(1, nice=ENGINE_NICE)
+        self._process = worker_pool(1, background=True)
         state = await self.store.read(alert_store.load_state)
         cursor, snapshot = state if state is not None else (0, None)
         problem = await self._in_engine(_boot, str(self.store.path), self.config, snapshot, booting=True)

@@ -105,3 +105,17 @@ def test_helpers_exit_when_the_server_is_killed(tmp_path):
     helpers = _workers(pid)
     server.stop(signal.SIGKILL)
     wait_until(lambda: not any(_alive(p) for p in helpers), timeout=10)
+
+
+def test_only_the_engine_runs_on_cpu_time_ingest_leaves(tmp_path):
+    """The engine's process is in the idle scheduling class; the server and the ingest worker are not."""
+    server = start_tracebox(tmp_path / "t.db")
+    try:
+        pid = server.proc.pid
+        wait_until(lambda: len(_workers(pid)) == 2, timeout=30)
+        wait_until(lambda: os.SCHED_IDLE in {os.sched_getscheduler(p) for p in _workers(pid)}, timeout=30)
+        classes = sorted(os.sched_getscheduler(p) for p in _workers(pid))
+        assert classes == sorted([os.SCHED_OTHER, os.SCHED_IDLE])
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    finally:
+        server.stop()
