@@ -104,7 +104,7 @@ class Settings:
     max_db_mb: int = 0
     retention_check_seconds: float = 60.0
     engine: bool = True
-    insights_spans_per_second: int = 10_000
+    insights_spans_per_second: int = 2_000
     auth_token: str = field(default="", repr=False)
     auth_basic: str = field(default="", repr=False)
     ingest_token: str = field(default="", repr=False)
