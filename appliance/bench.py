@@ -47,6 +47,11 @@ HOST = "127.0.0.1"
 BATCH = 512
 START_TIMEOUT_S = 30.0
 RUN_DEADLINE_S = 300.0
+#: Spans per second of event time in the ingest traffic, by default what live traffic at the Zipkin
+#: JSON target looks like. The anomaly engine closes a one-minute window per minute of event time,
+#: so a lower rate replays that much more history per second of wall time (the 150 spans/s used
+#: before closed a window every quarter second at 40k spans/s).
+EVENT_RATE = 40_000.0
 
 #: (label, demo format, gzip)
 INGEST_CASES: tuple[tuple[str, str, bool], ...] = (
@@ -200,17 +205,19 @@ class Traffic:
         return sum(self.spans)
 
 
-def encode_traffic(fmt: str, gzip: bool, spans: int, seed: int, cache_dir: Path) -> Traffic:
+def encode_traffic(
+    fmt: str, gzip: bool, spans: int, seed: int, cache_dir: Path, event_rate: float = EVENT_RATE
+) -> Traffic:
     """Pre-encoded 512-span request bodies of about ``spans`` demo spans (cached on disk)."""
     from tracebox.appliance import demo
 
     wire = demo.FORMATS[fmt]
-    key = hashlib.sha1(f"v2 {fmt} {gzip} {spans} {seed}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"v3 {fmt} {gzip} {spans} {seed} {event_rate}".encode()).hexdigest()[:16]
     cached = cache_dir / f"{fmt}-{'gz' if gzip else 'raw'}-{spans}-{seed}-{key}.pickle"
     if cached.exists():
         bodies, counts = pickle.loads(cached.read_bytes())
     else:
-        traces = _traces(spans, seed)
+        traces = _traces(spans, seed, event_rate)
         bodies, counts = [], []
         for batch in demo.iter_batches(traces, BATCH):
             body = wire.encode(batch)
@@ -223,26 +230,25 @@ def encode_traffic(fmt: str, gzip: bool, spans: int, seed: int, cache_dir: Path)
     return Traffic(wire.path, wire.content_type, gzip, bodies, counts)
 
 
-_TRACE_CACHE: dict[tuple[int, int], list] = {}
+_TRACE_CACHE: dict[tuple[int, int, float], list] = {}
 
 
-def _traces(spans: int, seed: int) -> list:
+def _traces(spans: int, seed: int, event_rate: float = EVENT_RATE) -> list:
     """Demo traces with about ``spans`` spans (~19 per trace) in the order live traffic arrives in:
-    each 500 traces cover the next ``TRACES_SLICE_S`` seconds, and the last ones end now."""
+    their timestamps advance ``event_rate`` spans per second, and the last ones end now."""
     from tracebox.appliance import demo
 
-    key = (spans, seed)
+    key = (spans, seed, event_rate)
     if key not in _TRACE_CACHE:
         traces: list = []
         total = 0
         rng = random.Random(seed)
+        slice_s = 500 * 19 / event_rate  # event time that 500 traces cover
         slices = math.ceil(spans / (500 * 18)) + 1
-        end_us = time.time_ns() // 1000 - slices * TRACES_SLICE_S * 1_000_000
+        end_us = time.time_ns() // 1000 - int(slices * slice_s * 1_000_000)
         while total < spans:
-            end_us = min(end_us + TRACES_SLICE_S * 1_000_000, time.time_ns() // 1000)
-            chunk = demo.generate_traces(
-                500, seed=rng.randrange(2**31), end_us=end_us, spread_s=TRACES_SLICE_S
-            )
+            end_us = min(end_us + int(slice_s * 1_000_000), time.time_ns() // 1000)
+            chunk = demo.generate_traces(500, seed=rng.randrange(2**31), end_us=end_us, spread_s=slice_s)
             for trace in chunk:
                 traces.append(trace)
                 total += len(trace)
@@ -251,10 +257,6 @@ def _traces(spans: int, seed: int) -> list:
         _TRACE_CACHE.clear()
         _TRACE_CACHE[key] = traces
     return _TRACE_CACHE[key]
-
-
-#: Event time each 500 demo traces of the ingest traffic cover (~150 spans/s, a busy service).
-TRACES_SLICE_S = 60
 
 
 # --- the load generator (its own process) -----------------------------------------------------------
@@ -516,6 +518,7 @@ def run_ingest(
     workdir: Path,
     cache_dir: Path,
     serve_args: Sequence[str],
+    event_rate: float = EVENT_RATE,
     echo: Callable[[str], None] = print,
 ) -> dict[str, dict[str, float]]:
     cases = [case for case in INGEST_CASES if not formats or case[0] in formats or case[1] in formats]
@@ -523,8 +526,8 @@ def run_ingest(
     healthy: list[float] = []
     for label, fmt, gzip in cases:
         say(f"[bench] encoding {label}: {spans:,} + {spans // 2:,} spans (cached in {cache_dir})")
-        main = encode_traffic(fmt, gzip, spans, seed, cache_dir)
-        paced = encode_traffic(fmt, gzip, spans // 2, seed + 1, cache_dir)
+        main = encode_traffic(fmt, gzip, spans, seed, cache_dir, event_rate)
+        paced = encode_traffic(fmt, gzip, spans // 2, seed + 1, cache_dir, event_rate)
         results: list[IngestRun] = []
         for run in range(1, runs + 1):
             try:
@@ -546,7 +549,10 @@ def run_ingest(
         }
     header = f"{'format':<18}" + "".join(f"{title:>10}" for title, _, _ in INGEST_COLUMNS)
     echo(f"\ningest: {spans:,} spans per run flat out, then {spans // 2:,} at 80% of that rate;")
-    echo(f"{BATCH}-span requests over {connections} connections; median of {runs} runs")
+    echo(
+        f"{BATCH}-span requests over {connections} connections; {event_rate:,.0f} spans per second"
+        f" of event time; median of {runs} runs"
+    )
     echo(header)
     for label, row in medians.items():
         cells = "".join(f"{fmt.format(row[attr]):>10}" for _, attr, fmt in INGEST_COLUMNS)
@@ -763,6 +769,7 @@ def run_query(
     workdir: Path,
     db: Path | None,
     serve_args: Sequence[str],
+    event_rate: float = EVENT_RATE,
     echo: Callable[[str], None] = print,
 ) -> dict[str, dict[str, float]]:
     if db is None or not db.exists():
@@ -829,6 +836,7 @@ def main(
     db: str | None = None,
     keep: bool = False,
     serve_args: Sequence[str] = (),
+    event_rate: float = EVENT_RATE,
 ) -> None:
     cache_dir = Path(tempfile.gettempdir()) / "tracebox-bench-cache"
     workdir = Path(tempfile.mkdtemp(prefix="tracebox-bench-"))
@@ -844,6 +852,7 @@ def main(
                 workdir=workdir,
                 cache_dir=cache_dir,
                 serve_args=serve_args,
+                event_rate=event_rate,
             )
         if query:
             run_query(

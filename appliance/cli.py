@@ -159,6 +159,14 @@ def backup(target: str, db: str) -> None:
 @click.option("--db", default=None, help="--query: reuse this database (loaded if missing).")
 @click.option("--keep", is_flag=True, help="Keep the temporary databases.")
 @click.option("--serve-arg", "serve_args", multiple=True, help="Extra argument for `tracebox serve`.")
+@click.option(
+    "--event-rate",
+    type=click.FloatRange(100, 10_000_000),
+    default=40_000,
+    show_default=True,
+    help="Ingest traffic's spans per second of event time (live traffic at the ingest target);"
+    " lower replays history faster, and the engine closes more windows per second.",
+)
 def bench(
     query: bool,
     spans: int | None,
@@ -169,6 +177,7 @@ def bench(
     db: str | None,
     keep: bool,
     serve_args: tuple[str, ...],
+    event_rate: float,
 ) -> None:
     """Benchmark a real server on loopback: ingest per wire format, or (--query) the query API."""
     from tracebox.appliance import bench as run_bench
@@ -184,6 +193,7 @@ def bench(
         db=db,
         keep=keep,
         serve_args=serve_args,
+        event_rate=event_rate,
     )
 
 
