@@ -22,6 +22,7 @@ import apsw
 
 from tracebox.appliance.linker import DependencyLinker, Link, merge_links
 from tracebox.appliance.store.queries import link_span
+from tracebox.appliance.store.slots import OLDEST_TS, time_window
 
 BUCKET_US = 60_000_000
 #: SQLite's largest integer: bucket arithmetic near a hostile timestamp (2^63 - 1 is a valid one)
@@ -117,9 +118,8 @@ def _traces_in(conn: apsw.Connection, ranges: list[tuple[int, int]], extra_lows:
     """Every timestamped span of each trace with a span in one of the inclusive ts ``ranges``."""
     lows: set[int] = set(extra_lows)
     for lo, hi in ranges:
-        lows.update(
-            r[0] for r in conn.execute("SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ?", (lo, hi))
-        )
+        window, args = time_window(lo, hi)
+        lows.update(r[0] for r in conn.execute(f"SELECT trace_low FROM spans WHERE {window}", args))
     rows: list[tuple] = []
     sql = f"SELECT {_COLUMNS} FROM spans WHERE trace_low = ? AND ts IS NOT NULL ORDER BY id"
     for low in sorted(lows):
@@ -205,7 +205,7 @@ def store_buckets(conn: apsw.Connection, seen: int, results: list[tuple], stale:
 def prune(conn: apsw.Connection) -> int:
     """After retention (writer thread): buckets older than the oldest span go; buckets whose traces
     lost spans (a trace touching them started before the oldest span) are linked again."""
-    oldest = conn.execute("SELECT min(ts) FROM spans").fetchall()[0][0]
+    oldest = conn.execute(OLDEST_TS).fetchall()[0][0]
     if oldest is None:
         for table in ("dependency_links", "dependency_buckets", "dependency_dirty"):
             conn.execute(f"DELETE FROM {table}")
@@ -231,7 +231,7 @@ MAX_ROUNDS = 4
 def window_links(conn: apsw.Connection, lo_us: int, hi_us: int) -> list[Link]:
     """``/dependencies`` over the inclusive window, equal to linking every trace's spans in it."""
     with conn:  # one snapshot for spans and the aggregates
-        oldest = conn.execute("SELECT min(ts) FROM spans").fetchall()[0][0]
+        oldest = conn.execute(OLDEST_TS).fetchall()[0][0]
         if oldest is None:
             return []
         floor = max(lo_us, oldest)
@@ -250,12 +250,11 @@ def window_links(conn: apsw.Connection, lo_us: int, hi_us: int) -> list[Link]:
             "SELECT bucket, first_id FROM dependency_dirty WHERE bucket < ? OR bucket > ?",
             (_bucket(lo_us), _bucket(hi_us)),
         ):
-            start, end = _bucket_range(bucket)
+            window, args = time_window(*_bucket_range(bucket))
             outside_lows.update(
                 r[0]
                 for r in conn.execute(
-                    "SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ? AND id >= ?",
-                    (start, end, first_id),
+                    f"SELECT trace_low FROM spans WHERE {window} AND id >= ?", (*args, first_id)
                 )
             )
         for _round in range(MAX_ROUNDS):

@@ -18,6 +18,7 @@ from tracebox.appliance.store.rows import (
     tag_hash,
     trace_low,
 )
+from tracebox.appliance.store.slots import NEWEST_FIRST, time_window
 from tracebox.appliance.trace import merge_trace
 
 #: A search stops looking after this many candidate traces, so a pathological query stays bounded.
@@ -95,27 +96,22 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
         key, value = tag_terms[0]
         yield from _tag_candidates(conn, key, value, service, lo, hi)
         return
+    window, window_args = time_window(lo, hi)
     if q.span_name and service:
-        sql = (
-            "SELECT trace_low FROM spans WHERE service = ? AND name = ? AND ts BETWEEN ? AND ?"
-            f"{duration_sql} ORDER BY ts DESC"
-        )
-        args = (service, q.span_name, lo, hi, *duration_args)
+        sql = f"SELECT trace_low FROM spans WHERE service = ? AND name = ? AND {window}{duration_sql}"
+        args = (service, q.span_name, *window_args, *duration_args)
     elif q.remote_service_name:
-        sql = (
-            f"SELECT trace_low FROM spans WHERE remote_service = ? AND ts BETWEEN ? AND ?{scope}{duration_sql}"
-            " ORDER BY ts DESC"
-        )
-        args = (q.remote_service_name, lo, hi, *scope_args, *duration_args)
+        sql = f"SELECT trace_low FROM spans WHERE remote_service = ? AND {window}{scope}{duration_sql}"
+        args = (q.remote_service_name, *window_args, *scope_args, *duration_args)
     elif service:
-        sql = f"SELECT trace_low FROM spans WHERE service = ? AND ts BETWEEN ? AND ?{duration_sql} ORDER BY ts DESC"
-        args = (service, lo, hi, *duration_args)
+        sql = f"SELECT trace_low FROM spans WHERE service = ? AND {window}{duration_sql}"
+        args = (service, *window_args, *duration_args)
     else:
         name_sql = " AND name = ?" if q.span_name else ""
         name_args = (q.span_name,) if q.span_name else ()
-        sql = f"SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ?{name_sql}{duration_sql} ORDER BY ts DESC"
-        args = (lo, hi, *name_args, *duration_args)
-    for (low,) in conn.execute(sql, args):
+        sql = f"SELECT trace_low FROM spans WHERE {window}{name_sql}{duration_sql}"
+        args = (*window_args, *name_args, *duration_args)
+    for (low,) in conn.execute(f"{sql} {NEWEST_FIRST}", args):
         yield low
 
 
@@ -129,8 +125,10 @@ def _tag_candidates(
     else:
         services = [row[0] for row in conn.execute("SELECT service FROM service_names")]
         if len(services) > MAX_TAG_MERGE:
-            sql = "SELECT trace_low FROM spans WHERE ts BETWEEN ? AND ? ORDER BY ts DESC"
-            for (low,) in conn.execute(sql, (lo, hi)):
+            window, window_args = time_window(lo, hi)
+            for (low,) in conn.execute(
+                f"SELECT trace_low FROM spans WHERE {window} {NEWEST_FIRST}", window_args
+            ):
                 yield low
             return
         services.append(None)  # spans without a service
@@ -190,13 +188,14 @@ def link_span(
 
 def dependency_spans(conn: apsw.Connection, lo_us: int, hi_us: int) -> Iterator[list[Span]]:
     """The spans of each trace with a span in the window, reduced to what the linker reads."""
+    window, window_args = time_window(lo_us, hi_us)
     sql = (
         "SELECT trace_low, span_id, parent_id, kind, service, remote_service, flags FROM spans"
-        " WHERE ts BETWEEN ? AND ? ORDER BY trace_low"
+        f" WHERE {window} ORDER BY trace_low"
     )
     current: int | None = None
     trace: list[Span] = []
-    for low, span_id, parent_id, kind, service, remote, flags in conn.execute(sql, (lo_us, hi_us)):
+    for low, span_id, parent_id, kind, service, remote, flags in conn.execute(sql, window_args):
         if low != current:
             if trace:
                 yield trace

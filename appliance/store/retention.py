@@ -20,6 +20,7 @@ import apsw
 from tracebox.appliance.background import repeat
 from tracebox.appliance.errors import Overloaded, StoreUnavailable
 from tracebox.appliance.store import tag_index
+from tracebox.appliance.store.slots import SLOT, SLOT_US
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def usage(conn: apsw.Connection) -> Usage:
 def ids_before(conn: apsw.Connection, cutoff_us: int, limit: int = BATCH_SPANS) -> list[int]:
     """The oldest spans (by timestamp) older than ``cutoff_us``; spans without one go by id."""
     rows = conn.execute(
-        "SELECT id FROM spans WHERE ts < ? ORDER BY ts LIMIT ?", (cutoff_us, limit)
+        f"SELECT id FROM spans WHERE {SLOT} <= ? AND ts < ? ORDER BY {SLOT}, ts LIMIT ?",
+        (cutoff_us // SLOT_US, cutoff_us, limit),
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -54,7 +56,7 @@ def oldest_ids(conn: apsw.Connection, limit: int = BATCH_SPANS) -> list[int]:
     """The oldest spans whatever their age, for the size cap."""
     if limit <= 0:
         return []
-    return [r[0] for r in conn.execute("SELECT id FROM spans ORDER BY ts LIMIT ?", (limit,))]
+    return [r[0] for r in conn.execute(f"SELECT id FROM spans ORDER BY {SLOT}, ts LIMIT ?", (limit,))]
 
 
 def delete_spans(conn: apsw.Connection, ids: list[int]) -> int:

@@ -14,6 +14,7 @@ import apsw
 from tracebox.appliance.store import blobs
 from tracebox.appliance.store.dependencies import create_tables as create_dependency_tables
 from tracebox.appliance.store.otel_parts import DDL as OTEL_PARTS_DDL
+from tracebox.appliance.store.slots import SLOT
 from tracebox.appliance.store.tag_index import migrate_from_span_tags, migrate_to_postings
 
 SPANS = """
@@ -90,6 +91,17 @@ CREATE INDEX llm_calls_trace ON llm_calls (trace_id);
 
 Step = str | Callable[[apsw.Connection], None]
 
+SLOTTED_INDEXES = f"""
+DROP INDEX spans_service_ts;
+DROP INDEX spans_service_name_ts;
+DROP INDEX spans_remote_ts;
+DROP INDEX spans_ts;
+CREATE INDEX spans_service_slot ON spans (service, {SLOT}, id, ts, duration, trace_low);
+CREATE INDEX spans_service_name_slot ON spans (service, name, {SLOT}, id, ts, duration, trace_low);
+CREATE INDEX spans_remote_slot ON spans (remote_service, {SLOT}, id, ts) WHERE remote_service IS NOT NULL;
+CREATE INDEX spans_slot ON spans ({SLOT}, id, ts);
+"""
+
 MIGRATIONS: list[Step] = [
     SPANS,
     create_dependency_tables,
@@ -97,6 +109,7 @@ MIGRATIONS: list[Step] = [
     migrate_from_span_tags,
     migrate_to_postings,
     blobs.DDL,
+    SLOTTED_INDEXES,
 ]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
