@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Durations an operation's window keeps at most: a uniform sample beyond it (Vitter's algorithm R).
+#: At live rates a one-minute window sees millions of spans; kept whole, their durations took the
+#: engine's process from ~100 to ~150 MB at 450k spans. A sample of 4,096 puts the median and p90
+#: within ~1 % of the whole window's (one standard error, at the spread of typical latencies).
+DURATION_SAMPLE = 4096
+
 
 class OpWindow:
-    __slots__ = ("count", "durations", "error_traces", "errors", "slowest", "slowest_trace")
+    __slots__ = ("count", "durations", "error_traces", "errors", "slowest", "slowest_trace", "timed")
 
     def __init__(self) -> None:
-        self.durations: list[int] = []
+        self.durations = array("q")  # a uniform sample of ``timed`` durations
+        self.timed = 0  # spans with a duration
         self.count = 0
         self.errors = 0
         self.slowest = 0
         self.slowest_trace = ""
         self.error_traces: list[str] = []
+
+    def add_duration(self, duration: int, span_id: str) -> None:
+        """File a duration in the sample. The slot a late value may take comes from the span id's
+        random bits, so a replay samples exactly as the first pass did."""
+        self.timed += 1
+        durations = self.durations
+        if len(durations) < DURATION_SAMPLE:
+            durations.append(duration)
+        else:
+            slot = int(span_id[-8:], 16) % self.timed
+            if slot < DURATION_SAMPLE:
+                durations[slot] = duration
 
 
 @dataclass(slots=True)

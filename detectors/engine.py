@@ -27,7 +27,7 @@ from .lineage import Lineage
 from .token_cost import TokenCostDetector
 
 US = 1_000_000
-SNAPSHOT_MAGIC = b"tracebox-engine/2\n"
+SNAPSHOT_MAGIC = b"tracebox-engine/3\n"
 SPAN_KINDS = frozenset(("latency", "error"))
 LLM_KINDS = frozenset(("token_cost", "finish_reason"))
 
@@ -106,7 +106,7 @@ class Engine:
             acc.count += 1
             duration = span.get("duration")
             if duration:
-                acc.durations.append(duration)
+                acc.add_duration(duration, span["id"])
                 if duration > acc.slowest:
                     acc.slowest = duration
                     acc.slowest_trace = span["traceId"]

@@ -21,7 +21,7 @@ from .stats import log_summary
 
 
 def _size(window: OpWindow | None) -> int:
-    return len(window.durations) if window else 0
+    return window.timed if window else 0
 
 
 class LatencyDetector(Detector[Node, OpWindow]):
@@ -81,7 +81,7 @@ class LatencyDetector(Detector[Node, OpWindow]):
             observed={
                 "medianUs": round(math.exp(median)),
                 "p90Us": round(float(np.quantile(durations, 0.9))),
-                "count": n,
+                "count": sum(w.timed for w in windows),
                 "ratio": round(ratio, 3),
             },
             trace_ids=[w.slowest_trace for w in slowest],

@@ -10,6 +10,7 @@ import apsw
 import pytest
 
 from tracebox.detectors import alert_store
+from tracebox.detectors.accumulators import DURATION_SAMPLE, OpWindow
 from tracebox.detectors.config import EngineConfig
 from tracebox.detectors.engine import Engine
 from tracebox.detectors.evaluate import run
@@ -95,6 +96,37 @@ def test_latency_fires_on_slowdown_and_not_before() -> None:
 
 def test_latency_quiet_on_noise() -> None:
     assert fired(feed(Engine(), latency_traffic(Builder(2), 60, 5))) == []
+
+
+def test_a_busy_window_keeps_a_bounded_uniform_sample_of_durations() -> None:
+    """100,000 spans in one operation's window: 4,096 durations kept, the same ones in a replay,
+    their median and p90 within 3 % of the whole window's."""
+    b = Builder(9)
+    spans = [
+        b.span("api", "get /x", T0 * US, 20_000 * b.rng.lognormvariate(0, 0.5), kind="SERVER")
+        for _ in range(100_000)
+    ]
+    windows = []
+    for _ in range(2):
+        window = OpWindow()
+        for span in spans:
+            window.add_duration(span["duration"], span["id"])
+        windows.append(window)
+    kept = windows[0].durations
+    assert len(kept) == DURATION_SAMPLE and windows[0].timed == len(spans)
+    assert kept == windows[1].durations
+    whole = sorted(s["duration"] for s in spans)
+    sample = sorted(kept)
+    for q in (0.5, 0.9):
+        truth = whole[int(q * len(whole))]
+        assert abs(sample[int(q * len(sample))] / truth - 1) < 0.03
+
+
+def test_a_latency_alert_counts_every_span_not_the_sample() -> None:
+    changes = feed(Engine(), latency_traffic(Builder(), 8, 450, slow_from=6), batch=5000)
+    [alert] = fired(changes)
+    assert alert["observed"]["count"] > DURATION_SAMPLE  # ~4,500 spans in a ten-second window
+    assert alert["observed"]["medianUs"] > 2 * alert["expected"]["medianUs"]
 
 
 def test_latency_low_traffic_stays_quiet_and_says_so() -> None:
