@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 #: Durations an operation's window keeps at most: a uniform sample beyond it (Vitter's algorithm R).
@@ -40,7 +41,8 @@ class OpWindow:
 
 @dataclass(slots=True)
 class LlmCall:
-    """One LLM call as the token and finish-reason detectors need it."""
+    """One LLM call as the token and finish-reason detectors need it. A window holds every call
+    until it closes, tens of thousands at live rates: names are interned and lists are tuples."""
 
     service: str
     name: str
@@ -49,21 +51,21 @@ class LlmCall:
     model: str
     input_tokens: int
     cost_usd: float | None
-    finish_reasons: list[str]
-    principals: list[str] = field(default_factory=list)  # "user.id=..." / "tenant.id=..."
+    finish_reasons: tuple[str, ...]
+    principals: tuple[str, ...] = ()  # "user.id=..." / "tenant.id=..."
 
     @classmethod
     def from_span(cls, span: dict[str, Any], service: str, llm: dict[str, Any]) -> LlmCall:
         tags = span.get("tags") or {}
-        principals = [f"{tag}={tags[tag]}" for tag in ("user.id", "tenant.id") if tags.get(tag)]
+        principals = tuple(f"{tag}={tags[tag]}" for tag in ("user.id", "tenant.id") if tags.get(tag))
         return cls(
-            service=service,
-            name=span.get("name", "unknown"),
+            service=intern(service),
+            name=intern(span.get("name", "unknown")),
             route=None,
             trace_id=span["traceId"],
-            model=llm.get("response_model") or llm.get("request_model") or "unknown",
+            model=intern(llm.get("response_model") or llm.get("request_model") or "unknown"),
             input_tokens=int(llm.get("input_tokens") or 0),
             cost_usd=llm.get("cost_usd"),
-            finish_reasons=list(llm.get("finish_reasons") or ()),
+            finish_reasons=tuple(intern(str(reason)) for reason in llm.get("finish_reasons") or ()),
             principals=principals,
         )
