@@ -34,6 +34,22 @@ LLM_KINDS = frozenset(("token_cost", "finish_reason"))
 Span = dict[str, Any]
 
 
+class _Deflating:
+    """A file that compresses what is written to it, so a snapshot's pickle (megabytes at live
+    rates) is never whole in memory beside its compressed form."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self._parts = [prefix]
+        self._zlib = zlib.compressobj(1)
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(self._zlib.compress(data))
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts) + self._zlib.flush()
+
+
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         cfg = self.config = config or EngineConfig()
@@ -176,7 +192,9 @@ class Engine:
         database); a snapshot from another engine version is refused and the engine starts fresh.
         """
         state = {k: v for k, v in self.__dict__.items() if k != "config"}
-        return SNAPSHOT_MAGIC + zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        out = _Deflating(SNAPSHOT_MAGIC)
+        pickle.dump(state, out, protocol=pickle.HIGHEST_PROTOCOL)
+        return out.getvalue()
 
     @classmethod
     def restore(cls, config: EngineConfig | None, data: bytes) -> Engine:
