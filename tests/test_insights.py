@@ -553,3 +553,16 @@ def test_over_its_budget_the_rollup_analyses_a_sample_and_scales_the_counts(tmp_
         assert judged
     finally:
         server.stop()
+
+
+def test_the_rollup_budget_is_a_token_bucket_of_ten_seconds():
+    """A burst of ten seconds' worth goes through whole; once spent, a refill of a second's worth;
+    overspent by a sample larger than expected, nothing until it refills (and nothing fails)."""
+    budget = rollup.InsightRollup(store=None, beside=None, spans_per_s=100)
+    assert budget._share(0.0, 800) == 1.0
+    budget.allowance -= 800
+    assert budget._share(0.0, 2000) == pytest.approx(200 / 2000)
+    budget.allowance -= 260  # the sample came out larger than its expectation
+    assert budget._share(0.5, 2000) == 0.0
+    assert budget._share(2.0, 2000) == pytest.approx(140 / 2000)  # -10 + 1.5 s of refill
+    assert budget._count([], 0.0) == ([], [])

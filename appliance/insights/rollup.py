@@ -340,7 +340,7 @@ class InsightRollup:
             )
         for low in ready:
             del self.pending[low]
-        counts_rows, trace_rows = self._count(done, 1.0 / share)
+        counts_rows, trace_rows = self._count(done, 1.0 / share if share else 0.0)  # 0: none analysed
         changes = self._close_windows()
         # the restart point: before the first span of any trace still settling
         cursor = (
