@@ -6,11 +6,11 @@ slow daily curve of traffic and latency while a fault, which is never learned, s
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable
+from statistics import median
 from typing import TypeVar
-
-import numpy as np
 
 from .stats import MAD_TO_SIGMA, MEDIAN_SE
 
@@ -20,15 +20,17 @@ T = TypeVar("T")
 class ShiftBaseline:
     """Log-scale level of a per-request quantity (latency, input tokens, cost per request).
 
-    Keeps per-window (n, median, sigma) in a numpy ring. The expected noise of a window median with
+    Keeps per-window (n, median, sigma) in a ring of three arrays. The expected noise of a window median with
     n samples is ``sqrt(tau**2 + (MEDIAN_SE * sigma)**2 / n)``: the sampling error, which shrinks
     with traffic, plus ``tau``, the extra window-to-window wander this operation shows, which does not.
     """
 
-    __slots__ = ("_cache", "_filled", "_next", "_rows", "spans")
+    __slots__ = ("_cache", "_filled", "_medians", "_next", "_ns", "_sigmas", "spans")
 
     def __init__(self, size: int) -> None:
-        self._rows = np.empty((size, 3), dtype=np.float64)
+        self._ns = array("d", bytes(8 * size))
+        self._medians = array("d", bytes(8 * size))
+        self._sigmas = array("d", bytes(8 * size))
         self._next = 0
         self._filled = 0
         self._cache: tuple[float, float, float] | None = None
@@ -38,21 +40,22 @@ class ShiftBaseline:
         return self._filled
 
     def add(self, n: int, median: float, sigma: float) -> None:
-        self._rows[self._next] = (n, median, sigma)
-        self._next = (self._next + 1) % len(self._rows)
-        self._filled = min(self._filled + 1, len(self._rows))
+        i = self._next
+        self._ns[i], self._medians[i], self._sigmas[i] = n, median, sigma
+        self._next = (i + 1) % len(self._ns)
+        self._filled = min(self._filled + 1, len(self._ns))
         self.spans += n
         self._cache = None
 
     def estimate(self) -> tuple[float, float, float]:
         """(median, sigma, tau) in log units."""
         if self._cache is None:
-            rows = self._rows[: self._filled]
-            n, med, sig = rows[:, 0], rows[:, 1], rows[:, 2]
-            center = float(np.median(med))
-            sigma = float(np.median(sig))
-            between = (MAD_TO_SIGMA * float(np.median(np.abs(med - center)))) ** 2
-            sampling = float(np.median((MEDIAN_SE * sig) ** 2 / n))
+            filled = self._filled
+            ns, medians, sigmas = self._ns[:filled], self._medians[:filled], self._sigmas[:filled]
+            center = median(medians)
+            sigma = median(sigmas)
+            between = (MAD_TO_SIGMA * median([abs(m - center) for m in medians])) ** 2
+            sampling = median([(MEDIAN_SE * s) ** 2 / n for s, n in zip(sigmas, ns, strict=True)])
             self._cache = (center, sigma, max(between - sampling, 0.0) ** 0.5)
         return self._cache
 

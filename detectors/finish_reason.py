@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from .accumulators import LlmCall
 from .baseline import MixBaseline, pool_recent
 from .config import EngineConfig
@@ -92,14 +90,16 @@ class FinishReasonDetector(Detector[MixKey, MixWindow]):
         for w in windows:
             seen.update(w.counts)
         reasons = sorted(set(seen) | set(baseline.total))
-        base = np.array([baseline.total[r] for r in reasons], dtype=np.float64) + SMOOTHING
-        expected = base / base.sum()
-        observed_counts = np.array([seen[r] for r in reasons], dtype=np.float64)
-        observed = observed_counts / observed_counts.sum()
+        base = [baseline.total[r] + SMOOTHING for r in reasons]
+        total = sum(base)
+        expected = [b / total for b in base]
+        observed_counts = [float(seen[r]) for r in reasons]
+        calls = sum(observed_counts)
+        observed = [c / calls for c in observed_counts]
         p = g_test(observed_counts, expected)
-        rise = observed - expected
-        top = int(np.argmax(rise))
-        shift = float(rise[top])
+        rise = [o - e for o, e in zip(observed, expected, strict=True)]
+        top = max(range(len(rise)), key=rise.__getitem__)  # the first of equal rises, as argmax
+        shift = rise[top]
         alpha = cfg.finish_alpha ** (1 / sensitivity)
         if p < alpha and shift >= cfg.finish_min_shift and observed[top] >= 2 * expected[top]:
             state = ANOMALOUS
@@ -115,7 +115,7 @@ class FinishReasonDetector(Detector[MixKey, MixWindow]):
             state=state,
             score=round(surprise(p), 2),
             expected={"mix": _mix(reasons, expected), "calls": int(baseline.total.total())},
-            observed={"mix": _mix(reasons, observed), "calls": int(observed_counts.sum()), "pValue": p},
+            observed={"mix": _mix(reasons, observed), "calls": int(calls), "pValue": p},
             trace_ids=[t for w in windows for t in w.examples.get(reason, ())][: cfg.trace_examples],
             labels={"view": "route", "model": key[2], "reason": reason},
         )
@@ -130,5 +130,5 @@ class FinishReasonDetector(Detector[MixKey, MixWindow]):
         }
 
 
-def _mix(reasons: list[str], shares: np.ndarray) -> dict[str, float]:
+def _mix(reasons: list[str], shares: list[float]) -> dict[str, float]:
     return {r: round(float(s), 4) for r, s in zip(reasons, shares, strict=True)}

@@ -10,14 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .accumulators import OpWindow
 from .baseline import ShiftBaseline, pool_recent
 from .config import EngineConfig
 from .detector import Detector
 from .finding import NORMAL, Finding, Node, shift_state
-from .stats import log_summary
+from .stats import log_summary, quantile
 
 
 def _size(window: OpWindow | None) -> int:
@@ -54,7 +52,7 @@ class LatencyDetector(Detector[Node, OpWindow]):
     ) -> Finding:
         cfg = self.config
         windows = [w for w in pool if w]
-        durations = np.concatenate([np.asarray(w.durations, dtype=np.float64) for w in windows])
+        durations = [d for w in windows for d in w.durations]
         n, median, _ = log_summary(durations)
         center, sigma, tau = baseline.estimate()
         z = baseline.z(n, median)
@@ -80,7 +78,7 @@ class LatencyDetector(Detector[Node, OpWindow]):
             },
             observed={
                 "medianUs": round(math.exp(median)),
-                "p90Us": round(float(np.quantile(durations, 0.9))),
+                "p90Us": round(quantile(durations, 0.9)),
                 "count": sum(w.timed for w in windows),
                 "ratio": round(ratio, 3),
             },
