@@ -23,6 +23,7 @@ from tracebox.appliance.insights import (
     normalise_statement,
     rollup,
 )
+from tracebox.appliance.insights.settling import Settling
 
 TRACE = "0000000000000000000000000000abcd"
 T0 = 1_700_000_000_000_000
@@ -566,3 +567,21 @@ def test_the_rollup_budget_is_a_token_bucket_of_ten_seconds():
     assert budget._share(0.5, 2000) == 0.0
     assert budget._share(2.0, 2000) == pytest.approx(140 / 2000)  # -10 + 1.5 s of refill
     assert budget._count([], 0.0) == ([], [])
+
+
+def test_settling_traces_come_out_in_arrival_order_with_their_restart_point():
+    settling = Settling()
+    settling.see([(1, 10, 500), (2, 20, 400), (3, 10, 300)], now=0.0)  # trace 10 again: now the newest
+    settling.see([(4, 30, None)], now=2.0)
+    assert settling.settled(4.9, 5.0, 10) == []
+    assert settling.settled(5.0, 5.0, 10) == [20, 10]  # quiet for 5 s, least recently seen first
+    assert settling.settled(5.0, 5.0, 1) == [20, 10]  # and beyond the cap, the next oldest
+    assert settling.settled(0.0, 5.0, 1) == [20, 10]
+    assert settling.spans([10, 20]) == 3
+    assert (settling.first_row_id(), settling.earliest_start()) == (1, 300)
+    settling.remove([10])
+    assert (settling.first_row_id(), settling.earliest_start()) == (2, 400)
+    settling.see([(5, 20, 100)], now=3.0)
+    assert settling.earliest_start() == 100
+    settling.remove([20])
+    assert (settling.first_row_id(), settling.earliest_start(), len(settling)) == (4, None, 1)

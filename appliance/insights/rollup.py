@@ -41,6 +41,7 @@ import apsw
 from tracebox.appliance.background import repeat
 from tracebox.appliance.insights import store as istore
 from tracebox.appliance.insights.analyse import CRITICAL_PATH, Finding, analyse
+from tracebox.appliance.insights.settling import Settling
 from tracebox.appliance.model import Span
 from tracebox.appliance.store.rows import SPAN_COLUMNS, span_from_row
 from tracebox.appliance.trace import merge_trace
@@ -258,8 +259,7 @@ class InsightRollup:
         self.state = _State(self.config)
         self.cursor = 0  # saved: a restart reads again from here
         self.read_cursor = 0
-        # trace low -> [first row id, last arrival (monotonic), min ts, spans]
-        self.pending: dict[int, list[float]] = {}
+        self.pending = Settling()
         self.spans_per_s = spans_per_s  # 0: analyse every trace
         self.allowance = float(spans_per_s * BURST_S)  # spans that may be analysed now (a token bucket)
         self.allowance_at: float | None = None
@@ -304,32 +304,15 @@ class InsightRollup:
     async def step(self, now: float | None = None) -> bool:
         """Read new spans, analyse the traces that settled, close windows; False when idle."""
         now = time.monotonic() if now is None else now
-        rows = await self.store.read(_read_after, self.read_cursor, BATCH_ROWS)
-        if rows:
-            self.read_cursor = rows[-1][0]
-        for row_id, low, ts in rows:
-            entry = self.pending.get(low)
-            if entry is None:
-                self.pending[low] = [row_id, now, ts or 0, 1]
-            else:
-                entry[1] = now
-                entry[3] += 1
-                if ts and (not entry[2] or ts < entry[2]):
-                    entry[2] = ts
-            if ts and ts > self.state.max_ts:
-                self.state.max_ts = ts
-        ready = [low for low, (_, seen, _, _) in self.pending.items() if now - seen >= SETTLE_S]
-        if len(self.pending) - len(ready) > MAX_PENDING:
-            oldest = sorted(self.pending, key=lambda low: self.pending[low][1])
-            ready = oldest[: len(self.pending) - MAX_PENDING + len(ready)]
+        rows, ready = await self.store.read(self._follow, now)
         if not rows and not ready:
             return False
         if now - self.baseline_at > 300 or self.baseline is None:
             self.baseline = await self.store.read(_baseline, self.state.max_ts)
             self.baseline_at = now
-        share = self._share(now, sum(self.pending[low][3] for low in ready))
+        share = self._share(now, self.pending.spans(ready))
         chosen = [low for low in ready if sampled(low, share)]
-        self.allowance -= sum(self.pending[low][3] for low in chosen)
+        self.allowance -= self.pending.spans(chosen)
         self.share = share
         self.skipped += len(ready) - len(chosen)
         done = []
@@ -338,14 +321,12 @@ class InsightRollup:
             done += await self._beside(
                 analyse_settled, str(self.store.path), lows, self.strict, self.baseline
             )
-        for low in ready:
-            del self.pending[low]
+        self.pending.remove(ready)
         counts_rows, trace_rows = self._count(done, 1.0 / share if share else 0.0)  # 0: none analysed
         changes = self._close_windows()
         # the restart point: before the first span of any trace still settling
-        cursor = (
-            int(min(entry[0] for entry in self.pending.values()) - 1) if self.pending else self.read_cursor
-        )
+        first = self.pending.first_row_id()
+        cursor = first - 1 if first is not None else self.read_cursor
         snapshot = SNAPSHOT_MAGIC + zlib.compress(
             pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL), 1
         )
@@ -366,6 +347,18 @@ class InsightRollup:
         if changes and self._on_changes is not None:
             await self._on_changes(changes)
         return True
+
+    def _follow(self, conn: apsw.Connection, now: float) -> tuple[int, list[int]]:
+        """In a reader thread, off the event loop: file the rows committed since the last step;
+        return how many there were and the traces that settled."""
+        rows = _read_after(conn, self.read_cursor, BATCH_ROWS)
+        if rows:
+            self.read_cursor = rows[-1][0]
+            newest = max((ts for _, _, ts in rows if ts), default=0)
+            if newest > self.state.max_ts:
+                self.state.max_ts = newest
+        self.pending.see(rows, now)
+        return len(rows), self.pending.settled(now, SETTLE_S, MAX_PENDING)
 
     def _share(self, now: float, spans: int) -> float:
         """The share of ``spans`` (settled just now) that the budget lets through."""
@@ -414,7 +407,7 @@ class InsightRollup:
         if state.next_window is None:
             return []
         watermark = state.max_ts - LATENESS_US
-        settling = min((int(e[2]) for e in self.pending.values() if e[2]), default=None)
+        settling = self.pending.earliest_start()
         changes: list = []
         while (state.next_window + 1) * WINDOW_US <= watermark:
             if settling is not None and settling < (state.next_window + 1) * WINDOW_US:
