@@ -8,8 +8,8 @@ from sys import intern
 from typing import Any
 
 #: Durations an operation's window keeps at most: a uniform sample beyond it (Vitter's algorithm R).
-#: At live rates a one-minute window sees millions of spans; kept whole, their durations took the
-#: engine's process from ~100 to ~150 MB at 450k spans. A sample of 4,096 puts the median and p90
+#: At live rates a ten-second window sees hundreds of thousands of spans; kept whole, their
+#: durations took the engine's process from ~100 to ~150 MB at 450k spans. A sample of 4,096 puts the median and p90
 #: within ~1 % of the whole window's (one standard error, at the spread of typical latencies).
 DURATION_SAMPLE = 4096
 

@@ -20,9 +20,10 @@ T = TypeVar("T")
 class ShiftBaseline:
     """Log-scale level of a per-request quantity (latency, input tokens, cost per request).
 
-    Keeps per-window (n, median, sigma) in a ring of three arrays. The expected noise of a window median with
-    n samples is ``sqrt(tau**2 + (MEDIAN_SE * sigma)**2 / n)``: the sampling error, which shrinks
-    with traffic, plus ``tau``, the extra window-to-window wander this operation shows, which does not.
+    Keeps per-window (n, median, sigma) in a ring of three arrays. The expected noise of a window
+    median with n samples is ``sqrt(tau**2 + (MEDIAN_SE * sigma)**2 / n)``: the sampling error,
+    which shrinks with traffic, plus ``tau``, the extra window-to-window wander this operation
+    shows, which does not.
     """
 
     __slots__ = ("_cache", "_filled", "_medians", "_next", "_ns", "_sigmas", "spans")
