@@ -571,7 +571,8 @@ def test_the_rollup_budget_is_a_token_bucket_of_ten_seconds():
 
 def test_settling_traces_come_out_in_arrival_order_with_their_restart_point():
     settling = Settling()
-    settling.see([(1, 10, 500), (2, 20, 400), (3, 10, 300)], now=0.0)  # trace 10 again: now the newest
+    newest = settling.see([(1, 10, 500), (2, 20, 400), (3, 10, 300)], now=0.0)  # 10 again: now the newest
+    assert newest == 500
     settling.see([(4, 30, None)], now=2.0)
     assert settling.settled(4.9, 5.0, 10) == []
     assert settling.settled(5.0, 5.0, 10) == [20, 10]  # quiet for 5 s, least recently seen first

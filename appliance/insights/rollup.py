@@ -354,10 +354,7 @@ class InsightRollup:
         rows = _read_after(conn, self.read_cursor, BATCH_ROWS)
         if rows:
             self.read_cursor = rows[-1][0]
-            newest = max((ts for _, _, ts in rows if ts), default=0)
-            if newest > self.state.max_ts:
-                self.state.max_ts = newest
-        self.pending.see(rows, now)
+        self.state.max_ts = max(self.state.max_ts, self.pending.see(rows, now))
         return len(rows), self.pending.settled(now, SETTLE_S, MAX_PENDING)
 
     def _share(self, now: float, spans: int) -> float:

@@ -24,10 +24,13 @@ class Settling:
     def __len__(self) -> int:
         return len(self.traces)
 
-    def see(self, rows: Iterable[tuple[int, int, int | None]], now: float) -> None:
-        """File committed rows (id, trace low, ts) that arrived ``now``."""
+    def see(self, rows: Iterable[tuple[int, int, int | None]], now: float) -> int:
+        """File committed rows (id, trace low, ts) that arrived ``now``; return their newest ts (0: none)."""
         traces = self.traces
+        newest = 0
         for row_id, low, ts in rows:
+            if ts and ts > newest:
+                newest = ts
             entry = traces.pop(low, None)
             if entry is None:
                 entry = [row_id, now, ts or 0, 1]
@@ -41,6 +44,7 @@ class Settling:
                     entry[2] = ts
                     heapq.heappush(self._starts, (ts, low))
             traces[low] = entry  # to the back: the newest arrival
+        return newest
 
     def settled(self, now: float, settle_s: float, max_waiting: int) -> list[int]:
         """Traces quiet for ``settle_s``, and the oldest beyond ``max_waiting`` still waiting."""
