@@ -10,8 +10,10 @@ import apsw
 
 from tests.conftest import start_tracebox
 from tests.spans import NOW_US, dumps, new_trace_id, span, tag_postings
+from tracebox.appliance.demo import generate_traces
 from tracebox.appliance.store import tag_index
-from tracebox.appliance.store.rows import tag_hash, trace_low
+from tracebox.appliance.store.postings import decode
+from tracebox.appliance.store.rows import build_batch, span_postings, tag_hash, trace_low
 from tracebox.appliance.store.schema import MIGRATIONS, migrate
 
 SECOND = 1_000_000
@@ -186,3 +188,19 @@ def test_a_database_with_one_row_per_posting_is_migrated(tmp_path):
         ]
     finally:
         conn.close()
+
+
+def test_packed_lists_hold_each_traces_first_posting_per_tag():
+    """``build_batch`` packs, per tag hash, one posting per trace: the timestamp of the first span
+    of the request that carried the tag (what ``span_postings`` recomputes when spans are deleted)."""
+    spans = [dict(s) for trace in generate_traces(40, seed=3, end_us=NOW_US) for s in trace]
+    expected: dict[int, dict[int, int]] = {}
+    for s in spans:
+        for h, ts, low in span_postings(s):
+            expected.setdefault(h, {}).setdefault(low, ts)
+    batch = build_batch([dict(s) for s in spans])
+    assert {part for part, _, _ in batch.tags} == {0}
+    got = {h: {low: ts for ts, low in decode(blob)} for _, h, blob in batch.tags}
+    assert got == expected
+    assert len(batch.tags) == len(expected)  # one list per hash, in key order for the writer
+    assert [h for _, h, _ in batch.tags] == sorted(expected)

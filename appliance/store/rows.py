@@ -124,7 +124,8 @@ def build_batch(
     if compress is None:
         compress = _as_is
     batch = Batch()
-    posting_lists: dict[tuple[int, int], dict[int, int]] = {}  # (part, h) -> {trace_low: first ts}
+    # (part, service, key, value) -> {trace_low: first ts}; hashed once per term at the end
+    postings_by_term: dict[tuple[int, str | None, str, str], dict[int, int]] = {}
     dedupe = Deduper()
     for span in spans:
         if llm_fields is not None:
@@ -171,19 +172,36 @@ def build_batch(
                 _seen_at(batch.remote_services, (service, remote_service), ts)
         part = index >> postings.CHUNK_BITS
         for key, value in indexed_terms(span):
-            list_key = (part, tag_hash(service, key, value))
-            traces = posting_lists.get(list_key)
+            term = (part, service, key, value)
+            traces = postings_by_term.get(term)
             if traces is None:
-                posting_lists[list_key] = {low: ts}
+                postings_by_term[term] = {low: ts}
             elif low not in traces:
                 traces[low] = ts
         if tags and autocomplete_keys:
             for key in autocomplete_keys & tags.keys():
                 value = tags[key]
                 _seen_at(batch.autocomplete, (key, value if len(value) <= MAX_INDEXED_VALUE else ""), ts)
-    batch.tags, batch.tag_ranges = postings.pack(posting_lists)
+    batch.tags, batch.tag_ranges = postings.pack(_by_hash(postings_by_term))
     batch.otel_parts = dedupe.parts
     return batch
+
+
+def _by_hash(
+    postings_by_term: dict[tuple[int, str | None, str, str], dict[int, int]],
+) -> dict[tuple[int, int], dict[int, int]]:
+    """Posting lists keyed by (part, tag hash), as ``postings.pack`` takes them; the lists of terms
+    whose hashes collide are merged (each trace keeps its first timestamp)."""
+    lists: dict[tuple[int, int], dict[int, int]] = {}
+    for (part, service, key, value), traces in postings_by_term.items():
+        list_key = (part, tag_hash(service, key, value))
+        found = lists.get(list_key)
+        if found is None:
+            lists[list_key] = traces
+        else:
+            for low, ts in traces.items():
+                found.setdefault(low, ts)
+    return lists
 
 
 def span_postings(span: Span) -> Iterator[tuple[int, int, int]]:
