@@ -210,8 +210,9 @@ def _span(
 
     tags = ctx.tags.copy()
     for key, value in attributes.items():
-        text = _tag(value)
-        if text is not None:
+        if type(value) is str:  # most attributes: no call
+            tags[key] = value
+        elif (text := _tag(value)) is not None:
             tags[key] = text
     if tags.get("error") == "false":  # the spec: a boolean false error tag is removed
         del tags["error"]
