@@ -94,6 +94,7 @@ _PEER_SOCKETS = (
     ("net.peer.ip", "net.peer.port"),
 )
 _SERVER_PORTS = ("server.port", "net.peer.port")
+_REMOTE_KEYS = frozenset((*_REMOTE_SERVICE_KEYS, *(address for address, _ in _PEER_SOCKETS), *_SERVER_PORTS))
 
 
 @dataclass(slots=True)
@@ -113,6 +114,10 @@ class _Context:
     tags: dict[str, str]
     otel_resource: dict[str, Any]
     otel_scope: dict[str, Any]
+    #: The spans' local endpoint when none says ``network.local.address``, or why there is none
+    #: (a service name over the limit rejects the resource's spans, not the request).
+    local_endpoint: dict[str, Any] | None
+    local_problem: str
 
 
 class _Rejections:
@@ -157,8 +162,14 @@ def _context(
         tags["otel.scope.name"] = tags["otel.library.name"] = scope_name
     if scope_version:
         tags["otel.scope.version"] = tags["otel.library.version"] = scope_version
+    service = service if isinstance(service, str) and service else "unknown_service"
+    local_endpoint, local_problem = None, ""
+    try:
+        local_endpoint = normalize_endpoint({"serviceName": service})
+    except SpanError as exc:
+        local_problem = str(exc)
     return _Context(
-        service=service if isinstance(service, str) and service else "unknown_service",
+        service=service,
         tags=tags,
         otel_resource=_compact(
             attributes=resource_attrs, droppedAttributesCount=resource_dropped, schemaUrl=resource_schema
@@ -170,6 +181,8 @@ def _context(
             droppedAttributesCount=scope_dropped,
             schemaUrl=scope_schema,
         ),
+        local_endpoint=local_endpoint,
+        local_problem=local_problem,
     )
 
 
@@ -261,11 +274,18 @@ def _span(
         out["timestamp"] = timestamp
         if end_ns >= start_ns:
             out["duration"] = max(1, (end_ns - start_ns) // 1000)
-    local: dict[str, Any] = {"serviceName": ctx.service}  # normalised per span (cached): a service
-    if "network.local.address" in attributes:  # name over the limit rejects its spans, not the request
-        local["ipv4"] = attributes["network.local.address"]  # filed as v4 or v6 by parsing
-        local["port"] = _port(attributes.get("network.local.port"))
-    local_endpoint = normalize_endpoint(local)
+    if "network.local.address" in attributes:  # filed as v4 or v6 by parsing
+        local_endpoint = normalize_endpoint(
+            {
+                "serviceName": ctx.service,
+                "ipv4": attributes["network.local.address"],
+                "port": _port(attributes.get("network.local.port")),
+            }
+        )
+    elif ctx.local_problem:
+        raise SpanError(ctx.local_problem)
+    else:
+        local_endpoint = ctx.local_endpoint and ctx.local_endpoint.copy()
     if local_endpoint:
         out["localEndpoint"] = local_endpoint
     remote = normalize_endpoint(_remote_endpoint(zipkin_kind, attributes))
@@ -297,7 +317,7 @@ def _annotations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _remote_endpoint(kind: str | None, attributes: dict[str, Any]) -> dict[str, Any] | None:
     """Service name only for CLIENT and PRODUCER (on a SERVER span ``server.address`` is the span's
     own host); the peer's socket address for every kind but INTERNAL."""
-    if kind is None or not attributes:
+    if kind is None or _REMOTE_KEYS.isdisjoint(attributes):
         return None
     endpoint: dict[str, Any] = {}
     for address_key, port_key in _PEER_SOCKETS:
@@ -427,7 +447,8 @@ def _pb_link(link: Any) -> dict[str, Any]:
 
 
 def _pb_attributes(key_values: Any) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in key_values}
+    # most values are non-empty strings: one attribute read instead of WhichOneof's dispatch
+    return {kv.key: kv.value.string_value or _pb_value(kv.value) for kv in key_values}
 
 
 def _pb_value(value: Any) -> Any:

@@ -15,6 +15,7 @@ import apsw
 import orjson
 
 PARTS = ("resource", "scope")
+_REFS = tuple((part, f"{part}Ref") for part in PARTS)  # each part and the key of its reference
 DDL = "CREATE TABLE otel_parts (h INTEGER PRIMARY KEY, json BLOB NOT NULL) WITHOUT ROWID"
 INSERT = "INSERT OR IGNORE INTO otel_parts (h, json) VALUES (?, ?)"
 
@@ -36,16 +37,14 @@ class Deduper:
 
     def __call__(self, stored: dict[str, Any]) -> dict[str, Any]:
         """Swap the parts of ``stored_form``'s dict (its own, so changed in place) for references."""
-        for part in PARTS:
+        for part, ref_key in _REFS:
             obj = stored.pop(part, None)
             if obj:
-                stored[f"{part}Ref"] = self._ref(obj)
+                cached = self._by_id.get(id(obj))
+                stored[ref_key] = cached[1] if cached is not None and cached[0] is obj else self._ref(obj)
         return stored
 
     def _ref(self, obj: dict[str, Any]) -> int:
-        cached = self._by_id.get(id(obj))
-        if cached is not None and cached[0] is obj:
-            return cached[1]
         blob = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         h = part_hash(blob)
         self.parts[h] = blob
