@@ -488,7 +488,7 @@ def _get(obj: dict[str, Any], key: str, default: Any = None) -> Any:
     """A field by its lowerCamelCase JSON name, or by its proto (snake_case) name."""
     value = obj.get(key)
     if value is None:
-        value = obj.get(_snake(key))
+        value = obj.get(_SNAKE_CACHE.get(key) or _snake(key))  # most absent fields: no call
     return default if value is None else value
 
 
@@ -546,6 +546,7 @@ def _json_span(ctx: _Context, span: Any) -> Span:
     if not isinstance(span, dict):
         raise SpanError(f"a span should be an object, got {type(span).__name__}")
     status = _object(span, "status")
+    events, links = _list(span, "events"), _list(span, "links")
     return _span(
         ctx,
         _hex_id(span, "traceId"),
@@ -557,9 +558,9 @@ def _json_span(ctx: _Context, span: Any) -> Span:
         _int(_get(span, "endTimeUnixNano", 0)),
         _json_attributes(span),
         _int(_get(span, "droppedAttributesCount", 0)),
-        [_json_event(e) for e in _list(span, "events")],
+        [_json_event(e) for e in events] if events else (),
         _int(_get(span, "droppedEventsCount", 0)),
-        [_json_link(link) for link in _list(span, "links")],
+        [_json_link(link) for link in links] if links else (),
         _int(_get(span, "droppedLinksCount", 0)),
         _enum(_get(status, "code", 0), _STATUS_NAMES),
         _str(_get(status, "message", "")),
@@ -608,7 +609,9 @@ def _json_attributes(owner: dict[str, Any], key: str = "attributes") -> dict[str
     for kv in _list(owner, key):
         if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
             raise SpanError(f"an attribute should be an object with a string key, got {kv!r:.60}")
-        out[kv["key"]] = _json_value(kv.get("value"))
+        value = kv.get("value")
+        text = value.get("stringValue") if type(value) is dict else None
+        out[kv["key"]] = text if type(text) is str else _json_value(value)  # strings: no call
     return out
 
 
