@@ -236,8 +236,19 @@ def _plain_tags(tags: dict) -> bool:
 
 def span_name(name: str) -> str:
     """A non-empty span name as stored: checked against the limit, lower-cased as Zipkin does."""
-    _check(limits.name_problem(name, "name"))
-    return name.lower()
+    stored = _SPAN_NAMES.get(name)
+    if stored is None:
+        _check(limits.name_problem(name, "name"))
+        stored = name.lower()
+        if len(_SPAN_NAMES) >= NAME_CACHE_SIZE:
+            _SPAN_NAMES.clear()
+        _SPAN_NAMES[name] = stored
+    return stored
+
+
+#: Recent span names as received -> as stored; a service sends the same few names over and over.
+NAME_CACHE_SIZE = 4_096
+_SPAN_NAMES: dict[str, str] = {}
 
 
 def check_tags(tags: dict[str, str]) -> None:
