@@ -127,6 +127,7 @@ def build_batch(
     # (part, service, key, value) -> {trace_low: first ts}; hashed once per term at the end
     postings_by_term: dict[tuple[int, str | None, str, str], dict[int, int]] = {}
     dedupe = Deduper()
+    names_seen: dict[tuple[str, str | None, str | None], int] = {}  # (service, name, remote) -> ts
     for span in spans:
         if llm_fields is not None:
             batch.llm.append(llm_fields(span))
@@ -165,11 +166,7 @@ def build_batch(
             continue
         index = len(batch.spans) - 1
         if service:
-            _seen_at(batch.services, (service,), ts)
-            if name:
-                _seen_at(batch.span_names, (service, name), ts)
-            if remote_service:
-                _seen_at(batch.remote_services, (service, remote_service), ts)
+            _seen_at(names_seen, (service, name, remote_service), ts)
         part = index >> postings.CHUNK_BITS
         for key, value in indexed_terms(span):
             term = (part, service, key, value)
@@ -182,6 +179,12 @@ def build_batch(
             for key in autocomplete_keys & tags.keys():
                 value = tags[key]
                 _seen_at(batch.autocomplete, (key, value if len(value) <= MAX_INDEXED_VALUE else ""), ts)
+    for (local, span_name, remote), newest in names_seen.items():  # a few per request
+        _seen_at(batch.services, (local,), newest)
+        if span_name:
+            _seen_at(batch.span_names, (local, span_name), newest)
+        if remote:
+            _seen_at(batch.remote_services, (local, remote), newest)
     batch.tags, batch.tag_ranges = postings.pack(_by_hash(postings_by_term))
     batch.otel_parts = dedupe.parts
     return batch
