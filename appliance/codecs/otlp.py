@@ -274,7 +274,8 @@ def _span(
     if timestamp > 0:
         out["timestamp"] = timestamp
         if end_ns >= start_ns:
-            out["duration"] = max(1, (end_ns - start_ns) // 1000)
+            duration = (end_ns - start_ns) // 1000
+            out["duration"] = duration if duration > 0 else 1
     if "network.local.address" in attributes:  # filed as v4 or v6 by parsing
         local_endpoint = normalize_endpoint(
             {
