@@ -579,7 +579,7 @@ def load_database(db: Path, spans: int, seed: int, echo: Callable[[str], None] =
     now_us = time.time_ns() // 1000
     template = _traces(min(spans, 40_000), seed)  # ~2,100 distinct traces, replayed with new ids
     store = Store(db)
-    store.prepare = Preparer(PrepareSettings(database=str(db))).rows
+    store.prepare = Preparer(PrepareSettings()).rows
     trainer = blobs.Trainer(store)
     written = 0
     started = time.perf_counter()

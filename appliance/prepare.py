@@ -27,7 +27,6 @@ from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.model import Span
 from tracebox.appliance.redaction import Redactor
 from tracebox.appliance.sampling import CollectorSampler
-from tracebox.appliance.store.blobs import Compressor
 from tracebox.appliance.store.rows import Batch, build_batch
 from tracebox.appliance.workers import worker_pool
 
@@ -67,8 +66,6 @@ class PrepareSettings:
     redactor: Redactor | None = None
     autocomplete_keys: frozenset[str] = frozenset()
     prices: Mapping[str, Mapping[str, float]] | None = None
-    #: The database whose compression dictionaries pack the stored JSON (None: stored plain).
-    database: str | None = None
 
 
 class Preparer:
@@ -79,7 +76,6 @@ class Preparer:
         self._redact = settings.redactor
         self._autocomplete = settings.autocomplete_keys
         self._llm_fields = llm_row_builder(settings.prices)
-        self._compressor = Compressor(settings.database) if settings.database else None
 
     def __call__(self, wire: str, body: bytes) -> Prepared:
         """Raise ``DecodeError`` (a 400 naming the problem) when the body cannot be read."""
@@ -97,8 +93,7 @@ class Preparer:
     def rows(self, spans: list[Span]) -> Batch:
         """Rows for decoded spans, received or made inside tracebox (self-tracing, the benchmark's
         loader): redacted, sampled, priced, indexed and packed alike."""
-        compress = self._compressor.current() if self._compressor else None
-        return build_batch(self._keep(spans), self._autocomplete, self._llm_fields, compress)
+        return build_batch(self._keep(spans), self._autocomplete, self._llm_fields)
 
     def _keep(self, spans: list[Span]) -> list[Span]:
         if self._redact is not None:

@@ -45,7 +45,6 @@ def prepare_pool(app: web.Application, settings: Settings, store: Store) -> Prep
         redactor=parse_rules(settings.sections.get("redact"), salt=store.instance_secret),
         autocomplete_keys=frozenset(settings.autocomplete_key_list),
         prices=settings.sections.get("prices"),
-        database=str(store.path),
     )
     processes = settings.ingest_processes if settings.ingest_processes >= 0 else default_processes()
     pool = PreparePool(prepare, processes)

@@ -130,7 +130,7 @@ def test_otlp_extras_are_packed_and_restored(fresh_tracebox):
 def test_retrained_dictionaries_leave_older_rows_readable(tmp_path):
     """Each dictionary is kept: rows packed with the first still read after the second."""
     store = Store(tmp_path / "t.db")
-    settings = PrepareSettings(database=str(store.path))
+    settings = PrepareSettings()
     written: dict[str, list[dict]] = {}
 
     async def write(n_traces: int, service: str) -> None:

@@ -87,38 +87,38 @@ def _dictionary(conn: apsw.Connection, dict_id: int) -> zstandard.ZstdCompressio
 
 
 class Compressor:
-    """Compresses blobs with the database's newest dictionary, looked up every ``CHECK_S``."""
+    """The writer's packing of span blobs with the database's newest dictionary.
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._conn: apsw.Connection | None = None
+    It compresses in the writer thread rather than in the ingest workers: the workers are ingest's
+    bottleneck and the writer has time to spare (zstd releases the interpreter lock while it works).
+    The dictionary is looked up on first use and after ``refresh``, which the trainer calls once a
+    new one is committed: only the trainer adds dictionaries.
+    """
+
+    def __init__(self) -> None:
         self._dict_id = 0
         self._compress: Callable[[bytes], bytes] | None = None
-        self._checked = float("-inf")
+        self._stale = True
 
-    def current(self) -> Callable[[bytes], bytes] | None:
+    def refresh(self) -> None:
+        """Look for a newer dictionary before the next batch (any thread)."""
+        self._stale = True
+
+    def current(self, conn: apsw.Connection) -> Callable[[bytes], bytes] | None:
         """The newest dictionary's compress function; None before the first dictionary."""
-        now = time.monotonic()
-        if now - self._checked >= CHECK_S:
-            self._checked = now
-            self._refresh()
+        if self._stale:
+            self._stale = False  # before the query: a refresh during it is not lost
+            newest = conn.execute(
+                "SELECT id, dictionary FROM blob_dictionaries WHERE id > ? ORDER BY id DESC LIMIT 1",
+                (self._dict_id,),
+            ).fetchall()
+            if newest:
+                self._dict_id, dictionary = newest[0]
+                compressor = zstandard.ZstdCompressor(
+                    level=LEVEL, dict_data=zstandard.ZstdCompressionDict(dictionary), write_checksum=False
+                )
+                self._compress = compressor.compress
         return self._compress
-
-    def _refresh(self) -> None:
-        if self._conn is None:
-            from tracebox.appliance.store import connect
-
-            self._conn = connect(self._path, readonly=True, cache_mib=1)
-        newest = self._conn.execute(
-            "SELECT id, dictionary FROM blob_dictionaries WHERE id > ? ORDER BY id DESC LIMIT 1",
-            (self._dict_id,),
-        ).fetchall()
-        if newest:
-            self._dict_id, dictionary = newest[0]
-            compressor = zstandard.ZstdCompressor(
-                level=LEVEL, dict_data=zstandard.ZstdCompressionDict(dictionary), write_checksum=False
-            )
-            self._compress = compressor.compress
 
 
 def _train(conn: apsw.Connection, newest: int) -> tuple[int, bytes] | None:
@@ -185,6 +185,7 @@ class Trainer:
                 (dict_id, newest, time.time_ns() // 1000, dictionary),
             )
         )
+        self._store.consumer.compressor.refresh()
         log.info("trained span compression dictionary %d on spans up to %d", dict_id, newest)
         self._due = newest * self._growth
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import apsw
 
 from tracebox.appliance.store import otel_parts, tag_index
+from tracebox.appliance.store.blobs import Compressor
 from tracebox.appliance.store.dependencies import mark_dirty
 from tracebox.appliance.store.rows import Batch
 
@@ -49,11 +50,19 @@ class SpanConsumer:
         self.last_id: int = row[0][0]
         self._seen: dict[str, dict[tuple, int]] = {table: {} for table in _NAME_TABLES}
         self._parts: set[int] = set()  # OTLP resources and scopes already written
+        self.compressor = Compressor()
 
     def __call__(self, conn: apsw.Connection, batch: Batch) -> int:
         """Insert one batch; return the id of its last span (the engine's cursor moves past it)."""
         first = tag_index.first_id(self.last_id, len(batch))
-        rows = [(first + i, *row) for i, row in enumerate(batch.spans)]
+        pack = self.compressor.current(conn)
+        if pack is None:
+            rows = [(first + i, *row) for i, row in enumerate(batch.spans)]
+        else:  # the last two columns are the span's JSON and its OTLP extras (or None)
+            rows = [
+                (first + i, *row[:-2], pack(row[-2]), row[-1] and pack(row[-1]))
+                for i, row in enumerate(batch.spans)
+            ]
         conn.executemany(INSERT_SPAN, rows)
         self.last_id = first + len(rows) - 1
         mark_dirty(conn, batch.spans, first, self.last_id)

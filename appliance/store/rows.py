@@ -117,12 +117,9 @@ def build_batch(
     spans: Iterable[Span],
     autocomplete_keys: frozenset[str] = frozenset(),
     llm_fields: Callable[[Span], tuple | None] | None = None,
-    compress: Callable[[bytes], bytes] | None = None,
 ) -> Batch:
-    """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None;
-    ``compress`` (``blobs.Compressor``'s), when given, packs the stored JSON."""
-    if compress is None:
-        compress = _as_is
+    """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None.
+    The stored JSON is left plain: the writer packs it (``blobs.Compressor``)."""
     batch = Batch()
     # (part, service, key, value) -> {trace_low: first ts}; hashed once per term at the end
     postings_by_term: dict[tuple[int, str | None, str, str], dict[int, int]] = {}
@@ -158,8 +155,8 @@ def build_batch(
                 ts,
                 span.get("duration"),
                 flags,
-                compress(orjson.dumps({k: v for k, v in span.items() if k not in IN_COLUMNS})),
-                compress(orjson.dumps(dedupe(stored_form(otel, span)))) if otel else None,
+                orjson.dumps({k: v for k, v in span.items() if k not in IN_COLUMNS}),
+                orjson.dumps(dedupe(stored_form(otel, span))) if otel else None,
             )
         )
         if not ts:
@@ -217,10 +214,6 @@ def span_postings(span: Span) -> Iterator[tuple[int, int, int]]:
     service = local_service(span)
     for key, value in indexed_terms(span):
         yield tag_hash(service, key, value), ts, low
-
-
-def _as_is(blob: bytes) -> bytes:
-    return blob
 
 
 def _seen_at(names: dict, key: tuple, ts: int) -> None:
