@@ -140,10 +140,15 @@ def normalize_endpoint(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise SpanError(f"endpoint should be an object, got {_show(value)}")
+    return endpoint(value.get("serviceName"), value.get("ipv4"), value.get("ipv6"), value.get("port"))
+
+
+def endpoint(service: Any, ipv4: Any = None, ipv6: Any = None, port: Any = None) -> dict[str, Any] | None:
+    """The normalised endpoint of these fields (an address is filed as v4 or v6 by parsing it)."""
     try:
-        fields = _endpoint(value.get("serviceName"), value.get("ipv4"), value.get("ipv6"), value.get("port"))
+        fields = _endpoint(service, ipv4, ipv6, port)
     except TypeError as exc:  # unhashable garbage in an endpoint field
-        raise SpanError(f"malformed endpoint: {_show(value)}") from exc
+        raise SpanError(f"malformed endpoint: {_show((service, ipv4, ipv6, port))}") from exc
     return dict(fields) if fields else None
 
 

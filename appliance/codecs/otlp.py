@@ -52,8 +52,8 @@ from tracebox.appliance.model import (
     SpanError,
     check_span_count,
     check_tags,
+    endpoint,
     normalize_annotations,
-    normalize_endpoint,
     span_name,
 )
 
@@ -166,7 +166,7 @@ def _context(
     service = service if isinstance(service, str) and service else "unknown_service"
     local_endpoint, local_problem = None, ""
     try:
-        local_endpoint = normalize_endpoint({"serviceName": service})
+        local_endpoint = endpoint(service)
     except SpanError as exc:
         local_problem = str(exc)
     return _Context(
@@ -276,13 +276,12 @@ def _span(
         if end_ns >= start_ns:
             duration = (end_ns - start_ns) // 1000
             out["duration"] = duration if duration > 0 else 1
-    if "network.local.address" in attributes:  # filed as v4 or v6 by parsing
-        local_endpoint = normalize_endpoint(
-            {
-                "serviceName": ctx.service,
-                "ipv4": attributes["network.local.address"],
-                "port": _port(attributes.get("network.local.port")),
-            }
+    if "network.local.address" in attributes:
+        local_endpoint = endpoint(
+            ctx.service,
+            attributes["network.local.address"],
+            None,
+            _port(attributes.get("network.local.port")),
         )
     elif ctx.local_problem:
         raise SpanError(ctx.local_problem)
@@ -290,7 +289,7 @@ def _span(
         local_endpoint = ctx.local_endpoint and ctx.local_endpoint.copy()
     if local_endpoint:
         out["localEndpoint"] = local_endpoint
-    remote = normalize_endpoint(_remote_endpoint(zipkin_kind, attributes))
+    remote = _remote_endpoint(zipkin_kind, attributes)
     if remote:
         out["remoteEndpoint"] = remote
     if events:
@@ -321,22 +320,21 @@ def _remote_endpoint(kind: str | None, attributes: dict[str, Any]) -> dict[str, 
     own host); the peer's socket address for every kind but INTERNAL."""
     if kind is None or _REMOTE_KEYS.isdisjoint(attributes):
         return None
-    endpoint: dict[str, Any] = {}
+    address = port = service = None
     for address_key, port_key in _PEER_SOCKETS:
-        address = attributes.get(address_key)
-        if isinstance(address, str) and address:
-            endpoint["ipv4"] = address
-            endpoint["port"] = _port(attributes.get(port_key))
+        value = attributes.get(address_key)
+        if isinstance(value, str) and value:
+            address, port = value, _port(attributes.get(port_key))
             break
     if kind in ("CLIENT", "PRODUCER"):
         for key in _REMOTE_SERVICE_KEYS:
-            service = attributes.get(key)
-            if isinstance(service, str) and service:
-                endpoint["serviceName"] = service
+            value = attributes.get(key)
+            if isinstance(value, str) and value:
+                service = value
                 break
-        if not endpoint.get("port"):
-            endpoint["port"] = next((p for p in map(_port, map(attributes.get, _SERVER_PORTS)) if p), None)
-    return endpoint or None
+        if not port:
+            port = next((p for p in map(_port, map(attributes.get, _SERVER_PORTS)) if p), None)
+    return endpoint(service, address, None, port)
 
 
 def _port(value: Any) -> int | None:
