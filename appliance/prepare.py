@@ -92,7 +92,7 @@ class Preparer:
 
     def rows(self, spans: list[Span]) -> Batch:
         """Rows for decoded spans, received or made inside tracebox (self-tracing, the benchmark's
-        loader): redacted, sampled, priced, indexed and packed alike."""
+        loader): redacted, sampled, priced and indexed alike (the writer compresses them all)."""
         return build_batch(self._keep(spans), self._autocomplete, self._llm_fields)
 
     def _keep(self, spans: list[Span]) -> list[Span]:

@@ -68,7 +68,7 @@ def test_spans_stored_after_the_first_dictionary_are_compressed_and_read_back_un
     _train_first_dictionary(server)
     plain_read = server.get_json(f"/api/v2/trace/{plain_id}")
 
-    # the ingest worker picks the dictionary up within blobs.CHECK_S: post until a trace is packed
+    # the writer packs with the dictionary from its next batch on: post until a trace is packed
     deadline = time.monotonic() + 30
     while True:
         packed_id = new_trace_id(128)

@@ -50,8 +50,8 @@ SAMPLE_SPANS = 5_000
 #: has grown tenfold since the last, so a database carries a handful (~32 KB each) for its life.
 FIRST_TRAINING_SPANS = 5_000
 GROWTH_TO_RETRAIN = 10
-#: How often a compressor looks for a newer dictionary (one indexed query) and the trainer for
-#: enough new spans (one attribute): often, so that few spans are stored plain at the start.
+#: How often the trainer checks for enough new spans (one attribute): often, so that few spans are
+#: stored plain at the start. The writer's compressor takes a new dictionary at its next batch.
 CHECK_S = 0.1
 
 
