@@ -35,6 +35,7 @@ from tracebox.appliance import limits
 KINDS = frozenset(("CLIENT", "SERVER", "PRODUCER", "CONSUMER"))
 _HEX = frozenset("0123456789abcdef")
 _ZERO16 = "0" * 16
+_INT64_END = 1 << 63
 
 Span = dict[str, Any]
 
@@ -66,12 +67,25 @@ def _check(problem: str | None) -> None:
 
 def normalize_trace_id(value: Any) -> str:
     """Lower-hex, left-padded to 16 or 32 characters; a 128-bit id with a zero high half becomes 64-bit."""
+    if type(value) is str:  # the spans of a trace repeat its id: checked once while it is recent
+        known = _TRACE_IDS.get(value)
+        if known is not None:
+            return known
     hex_id = _hex(value, "traceId", 32)
     if len(hex_id) > 16:
         hex_id = hex_id.rjust(32, "0")
         if hex_id.startswith(_ZERO16):
             hex_id = hex_id[16:]
-    return hex_id.rjust(16, "0")
+    hex_id = hex_id.rjust(16, "0")
+    if len(_TRACE_IDS) >= ID_CACHE_SIZE:
+        _TRACE_IDS.clear()
+    _TRACE_IDS[value] = hex_id
+    return hex_id
+
+
+#: Recent trace ids as received -> as stored.
+ID_CACHE_SIZE = 4_096
+_TRACE_IDS: dict[str, str] = {}
 
 
 def normalize_span_id(value: Any, field: str = "id") -> str:
@@ -93,6 +107,8 @@ def _show(value: Any) -> str:
 
 
 def _positive_int(value: Any, field: str) -> int | None:
+    if type(value) is int and 0 < value < _INT64_END:  # as every client sends them
+        return value
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
