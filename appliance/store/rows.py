@@ -121,16 +121,19 @@ def build_batch(
     """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None.
     The stored JSON is left plain: the writer packs it (``blobs.Compressor``)."""
     batch = Batch()
-    # (part, service, key, value) -> {trace_low: first ts}; hashed once per term at the end
-    postings_by_term: dict[tuple[int, str | None, str, str], dict[int, int]] = {}
+    # (part, service) -> (key, value) -> {trace_low: first ts}; hashed once per term at the end
+    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, int]]] = {}
     dedupe = Deduper()
     names_seen: dict[tuple[str, str | None, str | None], int] = {}  # (service, name, remote) -> ts
+    lows: dict[str, int] = {}  # trace id -> trace_low: a request holds whole traces
     for span in spans:
         if llm_fields is not None:
             batch.llm.append(llm_fields(span))
         otel = span.pop("otel", None)
         trace_id = span["traceId"]
-        low = trace_low(trace_id)
+        low = lows.get(trace_id)
+        if low is None:
+            low = lows[trace_id] = trace_low(trace_id)
         service = local_service(span)
         remote = span.get("remoteEndpoint")
         remote_service = remote.get("serviceName") if remote else None
@@ -164,12 +167,14 @@ def build_batch(
         index = len(batch.spans) - 1
         if service:
             _seen_at(names_seen, (service, name, remote_service), ts)
-        part = index >> postings.CHUNK_BITS
-        for key, value in indexed_terms(span):
-            term = (part, service, key, value)
-            traces = postings_by_term.get(term)
+        scope = (index >> postings.CHUNK_BITS, service)
+        terms = postings_by_scope.get(scope)
+        if terms is None:
+            terms = postings_by_scope[scope] = {}
+        for term in indexed_terms(span):
+            traces = terms.get(term)
             if traces is None:
-                postings_by_term[term] = {low: ts}
+                terms[term] = {low: ts}
             elif low not in traces:
                 traces[low] = ts
         if tags and autocomplete_keys:
@@ -182,25 +187,26 @@ def build_batch(
             _seen_at(batch.span_names, (local, span_name), newest)
         if remote:
             _seen_at(batch.remote_services, (local, remote), newest)
-    batch.tags, batch.tag_ranges = postings.pack(_by_hash(postings_by_term))
+    batch.tags, batch.tag_ranges = postings.pack(_by_hash(postings_by_scope))
     batch.otel_parts = dedupe.parts
     return batch
 
 
 def _by_hash(
-    postings_by_term: dict[tuple[int, str | None, str, str], dict[int, int]],
+    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, int]]],
 ) -> dict[tuple[int, int], dict[int, int]]:
     """Posting lists keyed by (part, tag hash), as ``postings.pack`` takes them; the lists of terms
     whose hashes collide are merged (each trace keeps its first timestamp)."""
     lists: dict[tuple[int, int], dict[int, int]] = {}
-    for (part, service, key, value), traces in postings_by_term.items():
-        list_key = (part, tag_hash(service, key, value))
-        found = lists.get(list_key)
-        if found is None:
-            lists[list_key] = traces
-        else:
-            for low, ts in traces.items():
-                found.setdefault(low, ts)
+    for (part, service), terms in postings_by_scope.items():
+        for (key, value), traces in terms.items():
+            list_key = (part, tag_hash(service, key, value))
+            found = lists.get(list_key)
+            if found is None:
+                lists[list_key] = traces
+            else:
+                for low, ts in traces.items():
+                    found.setdefault(low, ts)
     return lists
 
 
