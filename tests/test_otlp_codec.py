@@ -27,6 +27,7 @@ from tracebox.appliance.codecs.otlp import (
     export_response,
     status_body,
 )
+from tracebox.appliance.limits import MAX_TAG_VALUE_CHARS, MAX_TAGS_PER_SPAN
 from tracebox.appliance.model import DecodeError
 
 
@@ -261,6 +262,58 @@ def test_a_service_name_over_the_limit_rejects_its_resources_spans_only():
     batch = decode_otlp_protobuf(request.SerializeToString())
     assert [s["localEndpoint"]["serviceName"] for s in batch.spans] == ["payments"]
     assert batch.rejected == 1 and "serviceName has 5000 characters" in batch.error_message
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (
+            lambda span, scope: setattr(span.attributes.add(key="k" * 1_025).value, "string_value", "v"),
+            "tag key 'kkkk",
+        ),
+        (
+            lambda span, scope: setattr(
+                span.attributes.add(key="prompt").value, "string_value", "v" * (MAX_TAG_VALUE_CHARS + 1)
+            ),
+            "tag 'prompt' has a value of 1048577 characters",
+        ),
+        (
+            lambda span, scope: span.attributes.add(key="list").value.array_value.values.extend(
+                [AnyValue(string_value="v" * MAX_TAG_VALUE_CHARS)]
+            ),
+            "tag 'list' has a value of",
+        ),
+        (
+            lambda span, scope: (
+                setattr(span.status, "code", 2),
+                setattr(span.status, "message", "m" * (MAX_TAG_VALUE_CHARS + 1)),
+            ),
+            "tag 'error' has a value of",
+        ),
+        (
+            lambda span, scope: setattr(scope.scope, "name", "n" * (MAX_TAG_VALUE_CHARS + 1)),
+            "otel.scope.name",
+        ),
+        (
+            lambda span, scope: span.attributes.extend(
+                KeyValue(key=f"k{i}", value=AnyValue(int_value=i)) for i in range(MAX_TAGS_PER_SPAN)
+            ),
+            "tags, more than the limit of 1024",
+        ),
+    ],
+)
+def test_tags_over_a_limit_reject_their_span_only(spoil, message):
+    request = _pb_request()
+    spoiled = ScopeSpans()
+    spoiled.CopyFrom(request.resource_spans[0].scope_spans[0])
+    spoiled.spans[0].name = "spoiled"
+    spoil(spoiled.spans[0], spoiled)
+    request.resource_spans[0].scope_spans.append(spoiled)
+    batch = decode_otlp_protobuf(request.SerializeToString())
+    assert [s["name"] for s in batch.spans] == ["charge"]
+    assert batch.rejected == 1
+    assert batch.error_message.startswith("rejected 1 span(s): span 'spoiled': ")
+    assert message in batch.error_message
 
 
 def test_bad_ids_are_rejected_and_counted_while_the_rest_is_kept_json():

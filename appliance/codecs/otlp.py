@@ -46,6 +46,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from tracebox.appliance.limits import (
+    MAX_TAG_KEY_CHARS,
+    MAX_TAG_VALUE_CHARS,
+    MAX_TAGS_PER_SPAN,
+    tags_problem,
+)
 from tracebox.appliance.model import (
     DecodeError,
     Span,
@@ -119,6 +125,8 @@ class _Context:
     #: (a service name over the limit rejects the resource's spans, not the request).
     local_endpoint: dict[str, Any] | None
     local_problem: str
+    #: Whether ``tags`` break a length limit (each span's tags are then checked in full).
+    tags_overlong: bool
 
 
 class _Rejections:
@@ -184,6 +192,7 @@ def _context(
         ),
         local_endpoint=local_endpoint,
         local_problem=local_problem,
+        tags_overlong=tags_problem(tags) is not None,
     )
 
 
@@ -223,11 +232,15 @@ def _span(
     zipkin_kind = _KINDS[kind] if 0 <= kind < 6 else None
 
     tags = ctx.tags.copy()
+    overlong = ctx.tags_overlong  # checked by check_tags below, which names the problem
     for key, value in attributes.items():
-        if type(value) is str:  # most attributes: no call
-            tags[key] = value
-        elif (text := _tag(value)) is not None:
-            tags[key] = text
+        if type(value) is not str:  # most attributes are strings: no call
+            value = _tag(value)
+            if value is None:
+                continue
+        tags[key] = value
+        if len(value) > MAX_TAG_VALUE_CHARS or len(key) > MAX_TAG_KEY_CHARS:
+            overlong = True
     if tags.get("error") == "false":  # the spec: a boolean false error tag is removed
         del tags["error"]
     status = _STATUS[status_code] if 0 <= status_code < 3 else None
@@ -235,6 +248,7 @@ def _span(
         tags["otel.status_code"] = status
         if status == "ERROR":
             tags.setdefault("error", status_message)
+            overlong = overlong or len(status_message) > MAX_TAG_VALUE_CHARS
     if dropped_attributes:
         tags["otel.dropped_attributes_count"] = str(dropped_attributes)
     if dropped_events:
@@ -297,7 +311,8 @@ def _span(
         if annotations:
             out["annotations"] = annotations
     if tags:
-        check_tags(tags)
+        if overlong or len(tags) > MAX_TAGS_PER_SPAN:
+            check_tags(tags)
         out["tags"] = tags
     out["otel"] = otel
     return out
