@@ -125,7 +125,7 @@ def build_batch(
     postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, int]]] = {}
     dedupe = Deduper()
     names_seen: dict[tuple[str, str | None, str | None], int] = {}  # (service, name, remote) -> ts
-    lows: dict[str, int] = {}  # trace id -> trace_low: a request holds whole traces
+    lows: dict[str, int] = {}  # trace id -> trace_low, parsed once per trace of the request
     for span in spans:
         if llm_fields is not None:
             batch.llm.append(llm_fields(span))
