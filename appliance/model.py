@@ -25,6 +25,7 @@ A normalised span has these keys, absent rather than null when unknown::
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -65,27 +66,42 @@ def _check(problem: str | None) -> None:
         raise SpanError(problem)
 
 
-def normalize_trace_id(value: Any) -> str:
+def _remembered(normalise: Callable[[Any], str]) -> Callable[[Any], str]:
+    """``normalise`` with its results for recent strings kept: a batch repeats the same trace ids
+    and span names span after span. The memory is emptied when full (what repeats comes back at
+    once, what does not would only fill it)."""
+    recent: dict[str, str] = {}
+
+    def remembered(value: Any) -> str:
+        if type(value) is not str:
+            return normalise(value)  # not text: nothing to remember, normalise decides
+        known = recent.get(value)
+        if known is None:
+            known = normalise(value)
+            if len(recent) >= RECENT_SIZE:
+                recent.clear()
+            recent[value] = known
+        return known
+
+    remembered.__doc__ = normalise.__doc__
+    return remembered
+
+
+#: Strings each ``_remembered`` function keeps.
+RECENT_SIZE = 4_096
+
+
+def _trace_id(value: Any) -> str:
     """Lower-hex, left-padded to 16 or 32 characters; a 128-bit id with a zero high half becomes 64-bit."""
-    if type(value) is str:  # the spans of a trace repeat its id: checked once while it is recent
-        known = _TRACE_IDS.get(value)
-        if known is not None:
-            return known
     hex_id = _hex(value, "traceId", 32)
     if len(hex_id) > 16:
         hex_id = hex_id.rjust(32, "0")
         if hex_id.startswith(_ZERO16):
             hex_id = hex_id[16:]
-    hex_id = hex_id.rjust(16, "0")
-    if len(_TRACE_IDS) >= ID_CACHE_SIZE:
-        _TRACE_IDS.clear()
-    _TRACE_IDS[value] = hex_id
-    return hex_id
+    return hex_id.rjust(16, "0")
 
 
-#: Recent trace ids as received -> as stored.
-ID_CACHE_SIZE = 4_096
-_TRACE_IDS: dict[str, str] = {}
+normalize_trace_id = _remembered(_trace_id)
 
 
 def normalize_span_id(value: Any, field: str = "id") -> str:
@@ -255,21 +271,13 @@ def _plain_tags(tags: dict) -> bool:
     return True
 
 
-def span_name(name: str) -> str:
+def _span_name(name: str) -> str:
     """A non-empty span name as stored: checked against the limit, lower-cased as Zipkin does."""
-    stored = _SPAN_NAMES.get(name)
-    if stored is None:
-        _check(limits.name_problem(name, "name"))
-        stored = name.lower()
-        if len(_SPAN_NAMES) >= NAME_CACHE_SIZE:
-            _SPAN_NAMES.clear()
-        _SPAN_NAMES[name] = stored
-    return stored
+    _check(limits.name_problem(name, "name"))
+    return name.lower()
 
 
-#: Recent span names as received -> as stored; a service sends the same few names over and over.
-NAME_CACHE_SIZE = 4_096
-_SPAN_NAMES: dict[str, str] = {}
+span_name = _remembered(_span_name)
 
 
 def check_tags(tags: dict[str, str]) -> None:

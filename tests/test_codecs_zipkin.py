@@ -537,3 +537,29 @@ def test_py_zipkin_protobuf_coexists_with_our_schema() -> None:
         "assert zipkin_proto.ListOfSpans is not zipkin_pb2.ListOfSpans\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- remembered ids and names -----------------------------------------------------------------
+
+
+def test_remembered_trace_ids_and_names_normalise_as_when_first_seen() -> None:
+    from tracebox.appliance import model
+
+    def decoded(trace_id: str, name: str) -> tuple[str, str]:
+        (span,) = decode_v2(orjson.dumps([{"traceId": trace_id, "id": "1", "name": name}]))
+        return span["traceId"], span["name"]
+
+    assert decoded("00000000000000004D1E00C0DB9010DB", "GET /Cart") == ("4d1e00c0db9010db", "get /cart")
+    # seen again, and again after the memory was emptied by more distinct ids than it keeps
+    assert decoded("00000000000000004D1E00C0DB9010DB", "GET /Cart") == ("4d1e00c0db9010db", "get /cart")
+    for i in range(model.RECENT_SIZE + 10):
+        assert model.normalize_trace_id(f"{i:x}") == f"{i:016x}"
+    assert decoded("00000000000000004D1E00C0DB9010DB", "GET /Cart") == ("4d1e00c0db9010db", "get /cart")
+    # what was refused is refused again: only valid input is remembered
+    for _ in range(2):
+        with pytest.raises(SpanError, match="traceId should be"):
+            decode_v2(orjson.dumps([{"traceId": "xyz", "id": "1"}]))
+        with pytest.raises(SpanError, match="name has 5000 characters"):
+            decode_v2(orjson.dumps([{"traceId": "1", "id": "1", "name": "n" * 5000}]))
+        with pytest.raises(SpanError, match="traceId should be"):
+            decode_v2(orjson.dumps([{"traceId": ["1"], "id": "1"}]))
