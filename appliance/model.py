@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any
 
 import orjson
@@ -72,6 +72,7 @@ def _remembered(normalise: Callable[[Any], str]) -> Callable[[Any], str]:
     once, what does not would only fill it)."""
     recent: dict[str, str] = {}
 
+    @wraps(normalise)
     def remembered(value: Any) -> str:
         if type(value) is not str:
             return normalise(value)  # not text: nothing to remember, normalise decides
@@ -83,7 +84,6 @@ def _remembered(normalise: Callable[[Any], str]) -> Callable[[Any], str]:
             recent[value] = known
         return known
 
-    remembered.__doc__ = normalise.__doc__
     return remembered
 
 
