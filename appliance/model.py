@@ -133,7 +133,7 @@ def _positive_int(value: Any, field: str) -> int | None:
         else:
             raise SpanError(f"{field} should be a number of microseconds, got {_show(value)}")
     value = int(value)
-    if value > 2**63 - 1:
+    if value >= _INT64_END:
         raise SpanError(f"{field} is out of range: {value}")
     return value if value > 0 else None
 
