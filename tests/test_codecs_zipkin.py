@@ -563,3 +563,18 @@ def test_remembered_trace_ids_and_names_normalise_as_when_first_seen() -> None:
             decode_v2(orjson.dumps([{"traceId": "1", "id": "1", "name": "n" * 5000}]))
         with pytest.raises(SpanError, match="traceId should be"):
             decode_v2(orjson.dumps([{"traceId": ["1"], "id": "1"}]))
+
+
+def test_times_are_positive_int64_microseconds() -> None:
+    def times(**fields: Any) -> tuple[Any, Any]:
+        (span,) = decode_v2(orjson.dumps([{"traceId": "1", "id": "1", **fields}]))
+        return span.get("timestamp"), span.get("duration")
+
+    top = 2**63 - 1
+    assert times(timestamp=top, duration=1) == (top, 1)
+    assert times(timestamp=0, duration=-5) == (None, None)  # unknown, not an error
+    assert times(timestamp="1700000000000000", duration=12.9) == (1_700_000_000_000_000, 12)
+    with pytest.raises(SpanError, match="timestamp is out of range"):
+        decode_v2(b'[{"traceId":"1","id":"1","timestamp":9223372036854775808}]')
+    with pytest.raises(SpanError, match="duration should be a number of microseconds"):
+        times(duration=True)
