@@ -208,6 +208,20 @@ def test_packed_lists_hold_each_traces_first_posting_per_tag():
     assert [h for _, h, _ in batch.tags] == sorted(expected)
 
 
+def test_spans_without_terms_pack_no_lists():
+    """Spans with no tag, annotation or remote service bring no posting list and no time range,
+    also beside a span that brings some."""
+    plain = span(new_trace_id(), "1")
+    alone = build_batch([dict(plain)])
+    assert (alone.tags, alone.tag_ranges) == ([], [])
+    tagged = span(new_trace_id(), "2", ts=NOW_US + 5, tags={"k": "v"})
+    batch = build_batch([dict(plain), dict(tagged)])
+    assert [(part, h, decode(blob)) for part, h, blob in batch.tags] == [
+        (0, tag_hash("frontend", "k", "v"), [(NOW_US + 5, trace_low(tagged["traceId"]))])
+    ]
+    assert batch.tag_ranges == [(0, NOW_US + 5, NOW_US + 5)]
+
+
 def test_remote_services_indexed_on_spans_become_postings(tmp_path):
     """A database from before remote services were postings (an index on spans served
     remoteServiceName) gets a posting for each stored span with one, in the span's chunk, on

@@ -129,8 +129,8 @@ def build_batch(
     """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None.
     The stored JSON is left plain: the writer packs it (``blobs.Compressor``)."""
     batch = Batch()
-    # (part, service) -> (key, value) -> {trace_low: first ts}; hashed once per term at the end
-    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, int]]] = {}
+    # (part, service) -> (key, value) -> {trace_low: (first ts, trace_low)}; hashed once per term at the end
+    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, postings.Posting]]] = {}
     dedupe = Deduper()
     names_seen: dict[tuple[str, str | None, str | None], int] = {}  # (service, name, remote) -> ts
     lows: dict[str, int] = {}  # trace id -> trace_low, parsed once per trace of the request
@@ -178,12 +178,13 @@ def build_batch(
         terms = postings_by_scope.get(scope)
         if terms is None:
             terms = postings_by_scope[scope] = {}
+        posting = (ts, low)
         for term in indexed_terms(span, remote):
             traces = terms.get(term)
             if traces is None:
-                terms[term] = {low: ts}
+                terms[term] = {low: posting}
             elif low not in traces:
-                traces[low] = ts
+                traces[low] = posting
         if tags and autocomplete_keys:
             for key in autocomplete_keys & tags.keys():
                 value = tags[key]
@@ -200,20 +201,23 @@ def build_batch(
 
 
 def _by_hash(
-    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, int]]],
-) -> dict[tuple[int, int], dict[int, int]]:
-    """Posting lists keyed by (part, tag hash), as ``postings.pack`` takes them; the lists of terms
-    whose hashes collide are merged (each trace keeps its first timestamp)."""
-    lists: dict[tuple[int, int], dict[int, int]] = {}
+    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, postings.Posting]]],
+) -> dict[int, dict[int, dict[int, postings.Posting]]]:
+    """Posting lists keyed by part and tag hash, as ``postings.pack`` takes them; the lists of
+    terms whose hashes collide are merged (each trace keeps its first posting)."""
+    lists: dict[int, dict[int, dict[int, postings.Posting]]] = {}
     for (part, service), terms in postings_by_scope.items():
+        by_hash = lists.get(part)
+        if by_hash is None:
+            by_hash = lists[part] = {}
         for (key, value), traces in terms.items():
-            list_key = (part, tag_hash(service, key, value))
-            found = lists.get(list_key)
+            h = tag_hash(service, key, value)
+            found = by_hash.get(h)
             if found is None:
-                lists[list_key] = traces
+                by_hash[h] = traces
             else:
-                for low, ts in traces.items():
-                    found.setdefault(low, ts)
+                for low, posting in traces.items():
+                    found.setdefault(low, posting)
     return lists
 
 

@@ -183,8 +183,8 @@ def migrate_remote_to_postings(conn: apsw.Connection) -> None:
         " WHERE remote_service IS NOT NULL AND remote_service != '' AND ts > 0 ORDER BY id"
     )
     for chunk, group in groupby(rows, key=lambda row: chunk_of(row[0])):
-        lists: dict[tuple[int, int], dict[int, int]] = {}
+        lists: dict[int, dict[int, Posting]] = {}
         for _, low, service, remote, ts in group:
-            lists.setdefault((0, tag_hash(service, REMOTE_TERM, remote)), {}).setdefault(low, ts)
-        insert(conn, *pack(lists), (chunk - 1) << CHUNK_BITS)
+            lists.setdefault(tag_hash(service, REMOTE_TERM, remote), {}).setdefault(low, (ts, low))
+        insert(conn, *pack({0: lists}), (chunk - 1) << CHUNK_BITS)
     conn.execute("DROP INDEX spans_remote_slot")
