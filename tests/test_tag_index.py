@@ -209,8 +209,8 @@ def test_packed_lists_hold_each_traces_first_posting_per_tag():
 
 
 def test_spans_without_terms_pack_no_lists():
-    """Spans with no tag, annotation or remote service bring no posting list and no time range,
-    also beside a span that brings some."""
+    """Spans with no tag, annotation or remote service bring no posting list, and a request of
+    only such spans no time range; beside a span that brings a list, the range holds both."""
     plain = span(new_trace_id(), "1")
     alone = build_batch([dict(plain)])
     assert (alone.tags, alone.tag_ranges) == ([], [])
@@ -219,7 +219,7 @@ def test_spans_without_terms_pack_no_lists():
     assert [(part, h, decode(blob)) for part, h, blob in batch.tags] == [
         (0, tag_hash("frontend", "k", "v"), [(NOW_US + 5, trace_low(tagged["traceId"]))])
     ]
-    assert batch.tag_ranges == [(0, NOW_US + 5, NOW_US + 5)]
+    assert batch.tag_ranges == [(0, NOW_US, NOW_US + 5)]
 
 
 def test_remote_services_indexed_on_spans_become_postings(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from operator import itemgetter
 
 import orjson
 
@@ -86,13 +87,17 @@ def tag_hash(service: str | None, key: str, value: str) -> int:
 _HASHES: dict[tuple[str | None, str, str], int] = {}
 
 
+#: A span row's timestamp (its place in the rows ``build_batch`` makes, and in ``INSERT_SPAN``).
+_TS = itemgetter(8)
+
+
 @dataclass(slots=True)
 class Batch:
     """One request's spans, ready for the writer: span rows plus the index rows they imply."""
 
     spans: list[tuple] = field(default_factory=list)
     tags: list[tuple[int, int, bytes]] = field(default_factory=list)  # postings.pack's lists
-    tag_ranges: list[tuple[int, int, int]] = field(default_factory=list)  # and its time ranges
+    tag_ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (part, oldest, newest ts)
     llm: list[tuple | None] = field(default_factory=list)  # aligned with spans
     otel_parts: dict[int, bytes] = field(default_factory=dict)  # OTLP resources and scopes, by hash
     # names the lists offer, each with the newest timestamp it was seen at (retention prunes by it)
@@ -129,8 +134,8 @@ def build_batch(
     """Rows for a batch; ``llm_fields(span)`` gives the llm_calls columns of an LLM call, else None.
     The stored JSON is left plain: the writer packs it (``blobs.Compressor``)."""
     batch = Batch()
-    # (part, service) -> (key, value) -> {trace_low: (first ts, trace_low)}; hashed once per term at the end
-    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, postings.Posting]]] = {}
+    # (part, service) -> (key, value) -> {trace_low: packed (first ts, trace_low)}; hashed once per term at the end
+    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, bytes]]] = {}
     dedupe = Deduper()
     names_seen: dict[tuple[str, str | None, str | None], int] = {}  # (service, name, remote) -> ts
     lows: dict[str, int] = {}  # trace id -> trace_low, parsed once per trace of the request
@@ -178,7 +183,7 @@ def build_batch(
         terms = postings_by_scope.get(scope)
         if terms is None:
             terms = postings_by_scope[scope] = {}
-        posting = (ts, low)
+        posting = postings.one(ts, low)
         for term in indexed_terms(span, remote):
             traces = terms.get(term)
             if traces is None:
@@ -195,17 +200,19 @@ def build_batch(
             _seen_at(batch.span_names, (local, span_name), newest)
         if remote:
             _seen_at(batch.remote_services, (local, remote), newest)
-    batch.tags, batch.tag_ranges = postings.pack(_by_hash(postings_by_scope))
+    lists = _by_hash(postings_by_scope)
+    batch.tags = postings.pack(lists)
+    batch.tag_ranges = [_time_range(part, batch.spans) for part, by_hash in lists.items() if by_hash]
     batch.otel_parts = dedupe.parts
     return batch
 
 
 def _by_hash(
-    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, postings.Posting]]],
-) -> dict[int, dict[int, dict[int, postings.Posting]]]:
+    postings_by_scope: dict[tuple[int, str | None], dict[tuple[str, str], dict[int, bytes]]],
+) -> dict[int, dict[int, dict[int, bytes]]]:
     """Posting lists keyed by part and tag hash, as ``postings.pack`` takes them; the lists of
     terms whose hashes collide are merged (each trace keeps its first posting)."""
-    lists: dict[int, dict[int, dict[int, postings.Posting]]] = {}
+    lists: dict[int, dict[int, dict[int, bytes]]] = {}
     for (part, service), terms in postings_by_scope.items():
         by_hash = lists.get(part)
         if by_hash is None:
@@ -219,6 +226,15 @@ def _by_hash(
                 for low, posting in traces.items():
                     found.setdefault(low, posting)
     return lists
+
+
+def _time_range(part: int, rows: list[tuple]) -> tuple[int, int, int]:
+    """(part, oldest ts, newest ts) of a part's timed spans: a range holding every posting the part
+    brought (a span without tags may widen it, which only opens its chunk in a few more searches)."""
+    stamps = list(
+        filter(None, map(_TS, rows[part << postings.CHUNK_BITS : (part + 1) << postings.CHUNK_BITS]))
+    )
+    return part, min(stamps), max(stamps)
 
 
 def span_postings(span: Span) -> Iterator[tuple[int, int, int]]:

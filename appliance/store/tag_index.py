@@ -19,7 +19,7 @@ from itertools import groupby
 
 import apsw
 
-from tracebox.appliance.store.postings import CHUNK_BITS, Posting, decode, encode, pack
+from tracebox.appliance.store.postings import CHUNK_BITS, Posting, decode, encode, one, pack
 from tracebox.appliance.store.rows import REMOTE_TERM, SPAN_COLUMNS, span_from_row, span_postings, tag_hash
 
 CHUNK = 1 << CHUNK_BITS
@@ -183,8 +183,10 @@ def migrate_remote_to_postings(conn: apsw.Connection) -> None:
         " WHERE remote_service IS NOT NULL AND remote_service != '' AND ts > 0 ORDER BY id"
     )
     for chunk, group in groupby(rows, key=lambda row: chunk_of(row[0])):
-        lists: dict[int, dict[int, Posting]] = {}
+        lists: dict[int, dict[int, bytes]] = {}
+        stamps = []
         for _, low, service, remote, ts in group:
-            lists.setdefault(tag_hash(service, REMOTE_TERM, remote), {}).setdefault(low, (ts, low))
-        insert(conn, *pack({0: lists}), (chunk - 1) << CHUNK_BITS)
+            lists.setdefault(tag_hash(service, REMOTE_TERM, remote), {}).setdefault(low, one(ts, low))
+            stamps.append(ts)
+        insert(conn, pack({0: lists}), [(0, min(stamps), max(stamps))], (chunk - 1) << CHUNK_BITS)
     conn.execute("DROP INDEX spans_remote_slot")
