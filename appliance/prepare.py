@@ -4,19 +4,20 @@ Everything between the bytes a transport read and the rows the writer inserts is
 of the body and the settings, and it is most of ingest's Python work. Run in the server's own
 process it competes for the GIL with the event loop and the writer; run in worker processes
 (``--ingest-processes``, one by default on a machine with two cores or more) it uses another core,
-and the server only moves bytes in and rows out (a pickled ``Prepared`` costs ~2 µs per span to
-load, decoding and row building ~13-24 µs).
+and the server only moves bytes in and rows out (``Prepared.to_wire``: ~1 µs per span to write in
+the worker and as much to read in the server; decoding and row building ~12-23 µs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import marshal
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from tracebox.appliance.codecs import otlp
 from tracebox.appliance.codecs.zipkin_json import decode_v2
@@ -56,6 +57,21 @@ class Prepared:
     sampled_out: int = 0
     rejected: int = 0  # OTLP spans refused one by one (partial success)
     error_message: str = ""
+
+    def to_wire(self) -> bytes:
+        """This outcome as worker processes send it: the rows are builtins only (tuples, lists,
+        dicts, str, bytes, int, float, None), which ``marshal`` writes about a third faster than
+        pickle (no memo, no classes)."""
+        batch = tuple(getattr(self.batch, name) for name in _BATCH_FIELDS)
+        return marshal.dumps((batch, self.received, self.sampled_out, self.rejected, self.error_message))
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Prepared:
+        batch, *counts = marshal.loads(data)
+        return cls(Batch(*batch), *counts)
+
+
+_BATCH_FIELDS = tuple(f.name for f in fields(Batch))
 
 
 @dataclass(frozen=True)
@@ -109,9 +125,9 @@ def _start_worker(settings: PrepareSettings) -> None:
     _worker = Preparer(settings)
 
 
-def _prepare_in_worker(wire: str, body: bytes) -> Prepared:
+def _prepare_in_worker(wire: str, body: bytes) -> bytes:
     assert _worker is not None, "worker started without its settings"
-    return _worker(wire, body)
+    return _worker(wire, body).to_wire()
 
 
 #: Requests waiting for or in a worker, per worker, before ingest answers 429: enough to keep the
@@ -157,9 +173,10 @@ class PreparePool:
             raise Overloaded(retry_after=1.0)
         self._queued += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(
+            data = await asyncio.get_running_loop().run_in_executor(
                 self._pool, _prepare_in_worker, wire, body
             )
+            return Prepared.from_wire(data)
         except BrokenProcessPool:
             log.error("an ingest worker process died; starting new ones")
             self._pool.shutdown(wait=False)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import start_tracebox, wait_until
 from tracebox.appliance import demo
+from tracebox.appliance.prepare import Prepared, Preparer, PrepareSettings
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -69,6 +70,17 @@ def test_inline_and_worker_pipelines_store_the_same(tmp_path, processes):
             server.stop()
     assert results["0"] == results[processes]
     assert all(results["0"])
+
+
+def test_a_prepared_request_crosses_processes_unchanged():
+    """What a worker sends back (``Prepared.to_wire``) reads back equal, for every wire format: rows,
+    posting lists, LLM rows with their costs, OTLP resources and scopes, and the names."""
+    preparer = Preparer(PrepareSettings(autocomplete_keys=frozenset({"http.method"})))
+    spans = [s for trace in demo.generate_traces(12, seed=5) for s in trace]
+    for fmt, wire in demo.FORMATS.items():
+        prepared = preparer(fmt, wire.encode(spans))
+        assert any(prepared.batch.llm) and prepared.batch.tags and prepared.batch.autocomplete
+        assert Prepared.from_wire(prepared.to_wire()) == prepared, fmt
 
 
 def test_a_killed_ingest_worker_is_replaced(tmp_path):
