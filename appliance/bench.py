@@ -727,6 +727,17 @@ def _query_plan(db: Path, now_ms: int) -> list[tuple[str, list[str]]]:
             ],
         ),
         (
+            "/traces remoteServiceName",
+            [
+                f"/api/v2/traces?{q}&{window}"
+                for q in (
+                    "remoteServiceName=postgres",
+                    "serviceName=chat&remoteServiceName=kafka",
+                    "remoteServiceName=s3",
+                )
+            ],
+        ),
+        (
             "/traces annotationQuery only",
             [f"/api/v2/traces?annotationQuery={urllib.parse.quote('http.status_code=500')}&{window}"],
         ),
