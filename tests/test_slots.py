@@ -130,5 +130,6 @@ def test_a_database_with_timestamp_keyed_indexes_is_migrated(tmp_path):
         "spans_trace",
         "spans_service_slot",
         "spans_service_name_slot",
+        "spans_remote_slot",
         "spans_slot",
     }

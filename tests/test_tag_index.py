@@ -1,7 +1,6 @@
-"""annotationQuery and remoteServiceName over the chunked tag index: across many chunks, with late
-spans, with requests larger than a chunk, and on databases written by the former layouts
-(``span_tags``, then one row per posting in ``tag_index``, then remote services indexed on spans),
-migrated on start."""
+"""annotationQuery over the chunked tag index: across many chunks, with late spans, with requests
+larger than a chunk, and on databases written by the former layouts (``span_tags``, then one row
+per posting in ``tag_index``), migrated on start."""
 
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ from tests.conftest import start_tracebox
 from tests.spans import NOW_US, dumps, new_trace_id, span, tag_postings
 from tracebox.appliance.demo import generate_traces
 from tracebox.appliance.store import tag_index
-from tracebox.appliance.store.consumer import SpanConsumer
 from tracebox.appliance.store.postings import decode
-from tracebox.appliance.store.rows import REMOTE_TERM, build_batch, span_postings, tag_hash, trace_low
+from tracebox.appliance.store.rows import build_batch, span_postings, tag_hash, trace_low
 from tracebox.appliance.store.schema import MIGRATIONS, migrate
 
 SECOND = 1_000_000
@@ -209,8 +207,8 @@ def test_packed_lists_hold_each_traces_first_posting_per_tag():
 
 
 def test_spans_without_terms_pack_no_lists():
-    """Spans with no tag, annotation or remote service bring no posting list, and a request of
-    only such spans no time range; beside a span that brings a list, the range holds both."""
+    """Spans with no tag or annotation bring no posting list, and a request of only such spans no
+    time range; beside a span that brings a list, the range holds both."""
     plain = span(new_trace_id(), "1")
     alone = build_batch([dict(plain)])
     assert (alone.tags, alone.tag_ranges) == ([], [])
@@ -220,76 +218,3 @@ def test_spans_without_terms_pack_no_lists():
         (0, tag_hash("frontend", "k", "v"), [(NOW_US + 5, trace_low(tagged["traceId"]))])
     ]
     assert batch.tag_ranges == [(0, NOW_US, NOW_US + 5)]
-
-
-def test_remote_services_indexed_on_spans_become_postings(tmp_path):
-    """A database from before remote services were postings (an index on spans served
-    remoteServiceName) gets a posting for each stored span with one, in the span's chunk, on
-    start; searches find them, and the index is gone."""
-    db = tmp_path / "old.db"
-    conn = apsw.Connection(str(db))
-    migrate(conn, MIGRATIONS[:7])
-    spans = []
-    for i in range(300):
-        trace_id = new_trace_id()
-        ts = NOW_US - i * SECOND
-        spans.append(span(trace_id, "1", service="shop", kind="SERVER", ts=ts))
-        caller = "shop" if i % 3 else "cart"
-        spans.append(
-            span(
-                trace_id,
-                "2",
-                parent="1",
-                service=caller,
-                kind="CLIENT",
-                remote="db" if i % 2 else "cache",
-                ts=ts + 10,
-            )
-        )
-    remote_hashes = {tag_hash(s, REMOTE_TERM, r) for s in ("shop", "cart") for r in ("db", "cache")}
-    consumer = SpanConsumer(conn)
-    consumer.last_id = CHUNK - 250  # the second request starts the next chunk
-    for start in range(0, len(spans), 200):
-        batch = build_batch([dict(s) for s in spans[start : start + 200]])
-        hashes = {h for _, h, _ in batch.tags}
-        assert hashes and hashes <= remote_hashes
-        batch.tags, batch.tag_ranges = [], []  # as the former layout wrote them: no postings
-        with conn:
-            consumer(conn, batch)
-    conn.close()
-
-    server = start_tracebox(db)
-    try:
-
-        def expected(keep, limit):
-            kept = [s for s in spans if s.get("remoteEndpoint") and keep(s)]
-            return [s["traceId"] for s in sorted(kept, key=lambda s: -s["timestamp"])][:limit]
-
-        for params, keep in [
-            ({"remoteServiceName": "db"}, lambda s: s["remoteEndpoint"]["serviceName"] == "db"),
-            (
-                {"remoteServiceName": "cache", "serviceName": "cart"},
-                lambda s: (
-                    s["remoteEndpoint"]["serviceName"] == "cache"
-                    and s["localEndpoint"]["serviceName"] == "cart"
-                ),
-            ),
-        ]:
-            for limit in (3, 500):
-                got = _search(server, limit=str(limit), **params)
-                assert [t[0]["traceId"] for t in got] == expected(keep, limit), params
-    finally:
-        server.stop()
-    conn = apsw.Connection(str(db))
-    try:
-        stored = conn.execute(
-            "SELECT id, service, remote_service, ts, trace_low FROM spans WHERE remote_service IS NOT NULL"
-        ).fetchall()
-        assert sorted(tag_postings(conn)) == sorted(
-            (tag_index.chunk_of(i), tag_hash(s, REMOTE_TERM, r), ts, low) for i, s, r, ts, low in stored
-        )
-        assert {tag_index.chunk_of(row[0]) for row in stored} == {1, 2}
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert "spans_remote_slot" not in indexes
-    finally:
-        conn.close()

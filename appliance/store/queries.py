@@ -13,7 +13,6 @@ from tracebox.appliance.store.rows import (
     FLAG_ERROR,
     FLAG_SHARED,
     MAX_INDEXED_VALUE,
-    REMOTE_TERM,
     SPAN_COLUMNS,
     span_from_row,
     tag_hash,
@@ -89,19 +88,21 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
     """
     lo, hi = q.window_us
     service = q.service_name
+    scope = " AND service = ?" if service else ""
+    scope_args: tuple = (service,) if service else ()
     tag_terms = [(k, v) for k, v in q.annotation_query.items() if v and len(v) <= MAX_INDEXED_VALUE]
     duration_sql, duration_args = _duration(q)
     if tag_terms:
         key, value = tag_terms[0]
         yield from _tag_candidates(conn, key, value, service, lo, hi)
         return
-    if q.remote_service_name and not (q.span_name and service):
-        yield from _tag_candidates(conn, REMOTE_TERM, q.remote_service_name, service, lo, hi)
-        return
     window, window_args = time_window(lo, hi)
     if q.span_name and service:
         sql = f"SELECT trace_low FROM spans WHERE service = ? AND name = ? AND {window}{duration_sql}"
         args = (service, q.span_name, *window_args, *duration_args)
+    elif q.remote_service_name:
+        sql = f"SELECT trace_low FROM spans WHERE remote_service = ? AND {window}{scope}{duration_sql}"
+        args = (q.remote_service_name, *window_args, *scope_args, *duration_args)
     elif service:
         sql = f"SELECT trace_low FROM spans WHERE service = ? AND {window}{duration_sql}"
         args = (service, *window_args, *duration_args)
@@ -139,7 +140,7 @@ def _duration(q: QueryRequest) -> tuple[str, tuple]:
 
     A span stored without a duration may get one from a late fragment, so it stays a candidate.
     """
-    if q.min_duration is None or (q.service_name is None and q.span_name):
+    if q.min_duration is None or (q.service_name is None and (q.span_name or q.remote_service_name)):
         return "", ()
     if q.max_duration is None:
         return " AND (duration >= ? OR duration IS NULL)", (q.min_duration,)

@@ -9,7 +9,7 @@ from operator import itemgetter
 
 import orjson
 
-from tracebox.appliance.model import Span, local_service, remote_service
+from tracebox.appliance.model import Span, local_service
 from tracebox.appliance.store import postings
 from tracebox.appliance.store.otel_parts import Deduper, stored_form
 
@@ -25,11 +25,6 @@ _SIGN = 1 << 63
 #: Recent (service, key, value) hashes. Values repeat (methods, routes, models) and ids do not, so
 #: the cache is emptied when full; 8,192 keeps the hits (65,536 held ~13 MB of unique values).
 HASH_CACHE_SIZE = 8_192
-
-#: The tag index's key for a span's remote service (value: its name), which remoteServiceName
-#: searches read. A tag or annotation spelled the same only adds candidates, which the exact test
-#: on the whole trace drops.
-REMOTE_TERM = "\x00remoteServiceName"
 
 #: Span fields stored in their own columns, left out of the stored JSON (~180 bytes a span).
 IN_COLUMNS = frozenset(("traceId", "parentId", "id", "kind", "name", "timestamp", "duration"))
@@ -110,10 +105,9 @@ class Batch:
         return len(self.spans)
 
 
-def indexed_terms(span: Span, remote: str | None) -> Iterator[tuple[str, str]]:
+def indexed_terms(span: Span) -> Iterator[tuple[str, str]]:
     """The (key, value) pairs the tag index holds for a span: its tags (a value too long to index
-    by key only), its annotations, as (text, ''), and its remote service ``remote``, as
-    (``REMOTE_TERM``, name)."""
+    by key only) and its annotations, as (text, '')."""
     tags = span.get("tags")
     if tags:
         for key, value in tags.items():
@@ -122,8 +116,6 @@ def indexed_terms(span: Span, remote: str | None) -> Iterator[tuple[str, str]]:
         text = annotation["value"]
         if len(text) <= MAX_INDEXED_VALUE:
             yield text, ""
-    if remote:
-        yield REMOTE_TERM, remote
 
 
 def build_batch(
@@ -148,7 +140,8 @@ def build_batch(
         if low is None:
             low = lows[trace_id] = trace_low(trace_id)
         service = local_service(span)
-        remote = remote_service(span)
+        remote = span.get("remoteEndpoint")
+        remote_service = remote.get("serviceName") if remote else None
         name = span.get("name")
         ts = span.get("timestamp")
         tags = span.get("tags")
@@ -166,7 +159,7 @@ def build_batch(
                 span.get("kind"),
                 name,
                 service,
-                remote,
+                remote_service,
                 ts,
                 span.get("duration"),
                 flags,
@@ -178,13 +171,13 @@ def build_batch(
             continue
         index = len(batch.spans) - 1
         if service:
-            _seen_at(names_seen, (service, name, remote), ts)
+            _seen_at(names_seen, (service, name, remote_service), ts)
         scope = (index >> postings.CHUNK_BITS, service)
         terms = postings_by_scope.get(scope)
         if terms is None:
             terms = postings_by_scope[scope] = {}
         posting = postings.one(ts, low)
-        for term in indexed_terms(span, remote):
+        for term in indexed_terms(span):
             traces = terms.get(term)
             if traces is None:
                 terms[term] = {low: posting}
@@ -245,7 +238,7 @@ def span_postings(span: Span) -> Iterator[tuple[int, int, int]]:
         return
     low = trace_low(span["traceId"])
     service = local_service(span)
-    for key, value in indexed_terms(span, remote_service(span)):
+    for key, value in indexed_terms(span):
         yield tag_hash(service, key, value), ts, low
 
 

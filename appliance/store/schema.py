@@ -15,11 +15,7 @@ from tracebox.appliance.store import blobs
 from tracebox.appliance.store.dependencies import create_tables as create_dependency_tables
 from tracebox.appliance.store.otel_parts import DDL as OTEL_PARTS_DDL
 from tracebox.appliance.store.slots import SLOT
-from tracebox.appliance.store.tag_index import (
-    migrate_from_span_tags,
-    migrate_remote_to_postings,
-    migrate_to_postings,
-)
+from tracebox.appliance.store.tag_index import migrate_from_span_tags, migrate_to_postings
 
 SPANS = """
 CREATE TABLE spans (
@@ -114,7 +110,6 @@ MIGRATIONS: list[Step] = [
     migrate_to_postings,
     blobs.DDL,
     SLOTTED_INDEXES,
-    migrate_remote_to_postings,
 ]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"

@@ -19,8 +19,8 @@ from itertools import groupby
 
 import apsw
 
-from tracebox.appliance.store.postings import CHUNK_BITS, Posting, decode, encode, one, pack
-from tracebox.appliance.store.rows import REMOTE_TERM, SPAN_COLUMNS, span_from_row, span_postings, tag_hash
+from tracebox.appliance.store.postings import CHUNK_BITS, Posting, decode, encode
+from tracebox.appliance.store.rows import SPAN_COLUMNS, span_from_row, span_postings
 
 CHUNK = 1 << CHUNK_BITS
 
@@ -172,21 +172,3 @@ def migrate_to_postings(conn: apsw.Connection) -> None:
     )
     conn.executemany(_INSERT, lists)
     conn.execute("DROP TABLE tag_index")
-
-
-def migrate_remote_to_postings(conn: apsw.Connection) -> None:
-    """Step 8: remoteServiceName searches read the tag index (``rows.REMOTE_TERM``) instead of an
-    index on spans. Stored spans' remote services become postings, as ingest writes them (one list
-    per chunk and hash, each trace's first posting), and the index is dropped."""
-    rows = conn.execute(
-        "SELECT id, trace_low, service, remote_service, ts FROM spans"
-        " WHERE remote_service IS NOT NULL AND remote_service != '' AND ts > 0 ORDER BY id"
-    )
-    for chunk, group in groupby(rows, key=lambda row: chunk_of(row[0])):
-        lists: dict[int, dict[int, bytes]] = {}
-        stamps = []
-        for _, low, service, remote, ts in group:
-            lists.setdefault(tag_hash(service, REMOTE_TERM, remote), {}).setdefault(low, one(ts, low))
-            stamps.append(ts)
-        insert(conn, pack({0: lists}), [(0, min(stamps), max(stamps))], (chunk - 1) << CHUNK_BITS)
-    conn.execute("DROP INDEX spans_remote_slot")
