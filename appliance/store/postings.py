@@ -3,7 +3,7 @@
 A posting is (ts, trace_low), two little-endian 64-bit integers, in no particular order (a search
 sorts what it reads from a chunk anyway).
 Ingest workers pack one list per tag hash and chunk-sized part of a request, so the writer inserts
-one row per list (~5 times fewer rows than postings on demo traffic) and pickles bytes, not tuples.
+one row per list (~5 times fewer rows than postings on demo traffic) and receives bytes, not tuples.
 """
 
 from __future__ import annotations
