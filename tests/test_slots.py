@@ -11,6 +11,7 @@ import apsw
 from tests.conftest import start_tracebox
 from tests.spans import NOW_US, dumps, new_trace_id, span
 from tracebox.appliance.store.consumer import SpanConsumer
+from tracebox.appliance.store.queries import MAX_NAME_MERGE
 from tracebox.appliance.store.rows import build_batch
 from tracebox.appliance.store.schema import MIGRATIONS, migrate
 from tracebox.appliance.store.slots import SLOT_US
@@ -91,6 +92,35 @@ def test_searches_answer_newest_first_across_slots_whatever_the_arrival_order(fr
     assert got == _expected(inside, service("shop"), 1000)
 
 
+def test_a_search_by_service_merges_its_span_names_few_or_many(fresh_tracebox):
+    """By serviceName alone, newest first: "few" has three span names and unnamed spans (one index
+    range each, merged), "many" more names than are merged (it scans the time index instead)."""
+    rng = random.Random(11)
+    spans = []
+    for i in range(600):
+        service = "few" if i % 2 else "many"
+        if service == "few":
+            name = None if i % 5 == 0 else f"op{i % 3}"
+        else:
+            name = f"route{i % (MAX_NAME_MERGE + 8)}"
+        ts = NOW_US - rng.randrange(150 * SECOND) - i  # distinct timestamps over ~15 slots
+        spans.append(
+            span(new_trace_id(), "1", service=service, name=name, ts=ts, duration=1 + rng.randrange(9000))
+        )
+    rng.shuffle(spans)
+    for start in range(0, len(spans), 150):
+        assert fresh_tracebox.post("/api/v2/spans", dumps(spans[start : start + 150])).status_code == 202
+
+    for service in ("few", "many"):
+        mine = [s for s in spans if s["localEndpoint"]["serviceName"] == service]
+        assert {s.get("name") for s in mine} >= ({None} if service == "few" else set())
+        for limit in (1, 10, 400):
+            got = _search(fresh_tracebox, serviceName=service, limit=str(limit))
+            assert got == _expected(mine, lambda s: True, limit), (service, limit)
+        got = _search(fresh_tracebox, serviceName=service, minDuration="5000", limit="400")
+        assert got == _expected(mine, lambda s: s["duration"] >= 5000, 400), service
+
+
 def test_a_database_with_timestamp_keyed_indexes_is_migrated(tmp_path):
     db = tmp_path / "old.db"
     conn = apsw.Connection(str(db))
@@ -128,7 +158,6 @@ def test_a_database_with_timestamp_keyed_indexes_is_migrated(tmp_path):
         conn.close()
     assert now == {
         "spans_trace",
-        "spans_service_slot",
         "spans_service_name_slot",
         "spans_remote_slot",
         "spans_slot",

@@ -18,7 +18,7 @@ from tracebox.appliance.store.rows import (
     tag_hash,
     trace_low,
 )
-from tracebox.appliance.store.slots import NEWEST_FIRST, time_window
+from tracebox.appliance.store.slots import NEWEST_FIRST, SLOT, time_window
 from tracebox.appliance.trace import merge_trace
 
 #: A search stops looking after this many candidate traces, so a pathological query stays bounded.
@@ -26,6 +26,9 @@ MAX_CANDIDATES = 20_000
 #: Beyond this many services, a tag search without serviceName scans spans instead of merging
 #: one index range per service.
 MAX_TAG_MERGE = 256
+#: Beyond this many span names, a search by serviceName alone scans the time index instead of
+#: merging one range of the service+name index per name.
+MAX_NAME_MERGE = 64
 
 
 def get_trace(conn: apsw.Connection, trace_id: str, strict: bool) -> list[Span]:
@@ -104,8 +107,8 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
         sql = f"SELECT trace_low FROM spans WHERE remote_service = ? AND {window}{scope}{duration_sql}"
         args = (q.remote_service_name, *window_args, *scope_args, *duration_args)
     elif service:
-        sql = f"SELECT trace_low FROM spans WHERE service = ? AND {window}{duration_sql}"
-        args = (service, *window_args, *duration_args)
+        yield from _service_candidates(conn, service, lo, hi, duration_sql, duration_args)
+        return
     else:
         name_sql = " AND name = ?" if q.span_name else ""
         name_args = (q.span_name,) if q.span_name else ()
@@ -113,6 +116,57 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
         args = (*window_args, *name_args, *duration_args)
     for (low,) in conn.execute(f"{sql} {NEWEST_FIRST}", args):
         yield low
+
+
+def _service_candidates(
+    conn: apsw.Connection, service: str, lo: int, hi: int, duration_sql: str, duration_args: tuple
+) -> Iterator[int]:
+    """Traces with a span of ``service`` (and the duration bounds), newest first, from the
+    service+name index: all of the service's span names at once, over runs of time slots that
+    double in length going back, so a search that is answered in the newest slots reads only those
+    and one that is not reads each slot once. (A second index by service alone cost every stored
+    span ~12 % of the writer's work and of its WAL, and ~10 % of its disk.)"""
+    window, (lo_slot, hi_slot, *times) = time_window(lo, hi)
+    names = _names_in_index(conn, service, MAX_NAME_MERGE + 1)
+    if len(names) > MAX_NAME_MERGE:
+        # "+service": not by the service+name index, which would sort all of the service's spans
+        sql = f"SELECT trace_low FROM spans WHERE {window}{duration_sql} AND +service = ? {NEWEST_FIRST}"
+        for (low,) in conn.execute(sql, (lo_slot, hi_slot, *times, *duration_args, service)):
+            yield low
+        return
+    named = [name for name in names if name is not None]
+    parts = []
+    if named:
+        marks = ",".join("?" * len(named))
+        parts.append((f"name IN ({marks})", named))
+    if None in names:
+        parts.append(("name IS NULL", []))
+    sql = " UNION ALL ".join(
+        f"SELECT {SLOT}, ts, trace_low FROM spans WHERE service = ? AND {names_sql} AND {window}{duration_sql}"
+        for names_sql, _ in parts
+    )
+    top, width = hi_slot, 1
+    while top >= lo_slot:
+        bottom = max(lo_slot, top - width + 1)
+        args = [arg for _, values in parts for arg in (service, *values, bottom, top, *times, *duration_args)]
+        for _slot, _ts, low in conn.execute(f"{sql} ORDER BY 1 DESC, 2 DESC", args):
+            yield low
+        top, width = bottom - 1, width * 2
+
+
+def _names_in_index(conn: apsw.Connection, service: str, limit: int) -> list[str | None]:
+    """The span names ``service``'s stored spans have (None: spans without a name), up to
+    ``limit``: read from the service+name index, one seek per name."""
+    names: list[str | None] = []
+    if conn.execute("SELECT 1 FROM spans WHERE service = ? AND name IS NULL LIMIT 1", (service,)).fetchall():
+        names.append(None)
+    name = conn.execute("SELECT min(name) FROM spans WHERE service = ?", (service,)).fetchall()[0][0]
+    while name is not None and len(names) < limit:
+        names.append(name)
+        name = conn.execute(
+            "SELECT min(name) FROM spans WHERE service = ? AND name > ?", (service, name)
+        ).fetchall()[0][0]
+    return names
 
 
 def _tag_candidates(

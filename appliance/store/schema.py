@@ -110,6 +110,8 @@ MIGRATIONS: list[Step] = [
     migrate_to_postings,
     blobs.DDL,
     SLOTTED_INDEXES,
+    # service-only searches merge the service+name index's ranges (store.queries._service_candidates)
+    "DROP INDEX spans_service_slot",
 ]
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID"
