@@ -119,6 +119,7 @@ def test_a_search_by_service_merges_its_span_names_few_or_many(fresh_tracebox):
             assert got == _expected(mine, lambda s: True, limit), (service, limit)
         got = _search(fresh_tracebox, serviceName=service, minDuration="5000", limit="400")
         assert got == _expected(mine, lambda s: s["duration"] >= 5000, 400), service
+    assert _search(fresh_tracebox, serviceName="none-stored") == []
 
 
 def test_a_database_with_timestamp_keyed_indexes_is_migrated(tmp_path):

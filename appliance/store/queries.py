@@ -128,6 +128,8 @@ def _service_candidates(
     span ~12 % of the writer's work and of its WAL, and ~10 % of its disk.)"""
     window, (lo_slot, hi_slot, *times) = time_window(lo, hi)
     names = _names_in_index(conn, service, MAX_NAME_MERGE + 1)
+    if not names:  # no span of the service is stored
+        return
     if len(names) > MAX_NAME_MERGE:
         # "+service": not by the service+name index, which would sort all of the service's spans
         sql = f"SELECT trace_low FROM spans WHERE {window}{duration_sql} AND +service = ? {NEWEST_FIRST}"
