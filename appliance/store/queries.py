@@ -27,7 +27,7 @@ MAX_CANDIDATES = 20_000
 #: one index range per service.
 MAX_TAG_MERGE = 256
 #: Beyond this many span names, a search by serviceName alone scans the time index instead of
-#: merging one range of the service+name index per name.
+#: reading the service+name index for each of them.
 MAX_NAME_MERGE = 64
 
 
@@ -107,7 +107,7 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
         sql = f"SELECT trace_low FROM spans WHERE remote_service = ? AND {window}{scope}{duration_sql}"
         args = (q.remote_service_name, *window_args, *scope_args, *duration_args)
     elif service:
-        yield from _service_candidates(conn, service, lo, hi, duration_sql, duration_args)
+        yield from _service_candidates(conn, service, window, window_args, duration_sql, duration_args)
         return
     else:
         name_sql = " AND name = ?" if q.span_name else ""
@@ -119,21 +119,26 @@ def _candidates(conn: apsw.Connection, q: QueryRequest) -> Iterator[int]:
 
 
 def _service_candidates(
-    conn: apsw.Connection, service: str, lo: int, hi: int, duration_sql: str, duration_args: tuple
+    conn: apsw.Connection,
+    service: str,
+    window: str,
+    window_args: tuple,
+    duration_sql: str,
+    duration_args: tuple,
 ) -> Iterator[int]:
     """Traces with a span of ``service`` (and the duration bounds), newest first, from the
     service+name index: all of the service's span names at once, over runs of time slots that
     double in length going back, so a search that is answered in the newest slots reads only those
     and one that is not reads each slot once. (A second index by service alone cost every stored
     span ~12 % of the writer's work and of its WAL, and ~10 % of its disk.)"""
-    window, (lo_slot, hi_slot, *times) = time_window(lo, hi)
+    lo_slot, hi_slot, *times = window_args  # ``time_window``'s: slots, then timestamps
     names = _names_in_index(conn, service, MAX_NAME_MERGE + 1)
     if not names:  # no span of the service is stored
         return
     if len(names) > MAX_NAME_MERGE:
         # "+service": not by the service+name index, which would sort all of the service's spans
         sql = f"SELECT trace_low FROM spans WHERE {window}{duration_sql} AND +service = ? {NEWEST_FIRST}"
-        for (low,) in conn.execute(sql, (lo_slot, hi_slot, *times, *duration_args, service)):
+        for (low,) in conn.execute(sql, (*window_args, *duration_args, service)):
             yield low
         return
     named = [name for name in names if name is not None]

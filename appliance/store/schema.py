@@ -110,7 +110,7 @@ MIGRATIONS: list[Step] = [
     migrate_to_postings,
     blobs.DDL,
     SLOTTED_INDEXES,
-    # service-only searches merge the service+name index's ranges (store.queries._service_candidates)
+    # searches by service alone read the service+name index (store.queries._service_candidates)
     "DROP INDEX spans_service_slot",
 ]
 
