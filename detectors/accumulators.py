@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -72,18 +73,27 @@ class LlmCall:
             ),
         )
 
-    @classmethod
-    def from_span(cls, span: dict[str, Any], service: str, llm: dict[str, Any]) -> LlmCall:
-        tags = span.get("tags") or {}
-        principals = tuple(f"{tag}={tags[tag]}" for tag in ("user.id", "tenant.id") if tags.get(tag))
-        return cls(
-            service=intern(service),
-            name=intern(span.get("name", "unknown")),
-            route=None,
-            trace_id=span["traceId"],
-            model=intern(llm.get("response_model") or llm.get("request_model") or "unknown"),
-            input_tokens=int(llm.get("input_tokens") or 0),
-            cost_usd=llm.get("cost_usd"),
-            finish_reasons=tuple(intern(str(reason)) for reason in llm.get("finish_reasons") or ()),
-            principals=principals,
-        )
+
+#: An LLM call as the engine is fed it, beside its span: (model, input tokens, cost in USD or None,
+#: finish reasons, principals ("user.id=..." / "tenant.id=...")); ``llm_input`` makes one.
+LlmInput = tuple[str, int, float | None, tuple[str, ...], tuple[str, ...]]
+
+
+def llm_input(
+    request_model: str | None,
+    response_model: str | None,
+    input_tokens: int | None,
+    cost_usd: float | None,
+    finish_reasons: Iterable[Any],
+    user: str | None,
+    tenant: str | None,
+) -> LlmInput:
+    """The fields of ``extract_llm``'s answer (or of its stored row) that the detectors use."""
+    principals = tuple(f"{tag}={value}" for tag, value in (("user.id", user), ("tenant.id", tenant)) if value)
+    return (
+        intern(response_model or request_model or "unknown"),
+        int(input_tokens or 0),
+        cost_usd,
+        tuple(intern(str(reason)) for reason in finish_reasons),
+        principals,
+    )

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pickle
 import zlib
+from sys import intern
 from typing import Any
 
-from .accumulators import LlmCall, OpWindow
+from .accumulators import LlmCall, LlmInput, OpWindow, llm_input
 from .alerts import AlertChange, AlertManager
 from .blame import blame_dependencies
 from .clock import WindowClock
@@ -32,6 +33,55 @@ SPAN_KINDS = frozenset(("latency", "error"))
 LLM_KINDS = frozenset(("token_cost", "finish_reason"))
 
 Span = dict[str, Any]
+
+#: A span as the engine is fed it, in commit order: (store id, trace id, span id, parent id, kind,
+#: name, local service, remote service, timestamp, duration, error, LLM call or None). The runner
+#: reads these straight from the store's columns; ``span_record`` makes one of a Zipkin span.
+SpanRecord = tuple[
+    int,
+    str,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    int | None,
+    int | None,
+    bool,
+    LlmInput | None,
+]
+
+
+def span_record(span: Span, llm: dict[str, Any] | None) -> SpanRecord:
+    """A Zipkin v2 span (with ``extract_llm``'s answer for it) as the engine reads it."""
+    local = span.get("localEndpoint")
+    remote = span.get("remoteEndpoint")
+    tags = span.get("tags") or {}
+    return (
+        0,
+        span["traceId"],
+        span["id"],
+        span.get("parentId"),
+        span.get("kind"),
+        span.get("name"),
+        local.get("serviceName") if local else None,
+        remote.get("serviceName") if remote else None,
+        span.get("timestamp"),
+        span.get("duration"),
+        "error" in tags or tags.get("otel.status_code") == "ERROR",
+        None
+        if llm is None
+        else llm_input(
+            llm.get("request_model"),
+            llm.get("response_model"),
+            llm.get("input_tokens"),
+            llm.get("cost_usd"),
+            llm.get("finish_reasons") or (),
+            tags.get("user.id"),
+            tags.get("tenant.id"),
+        ),
+    )
 
 
 class _Deflating:
@@ -77,14 +127,13 @@ class Engine:
         """Event time (epoch µs) up to which spans are complete."""
         return max(self._max_ts - self._lateness, 0)
 
-    def process(self, batch: list[tuple[Span, dict[str, Any] | None]]) -> list[AlertChange]:
-        """Feed spans in commit order, each with ``extract_llm``'s answer; return the alert changes."""
+    def process(self, batch: list[SpanRecord]) -> list[AlertChange]:
+        """Feed spans in commit order; return the alert changes."""
         changes: list[AlertChange] = []
         width = self._width
         ops = self._ops
         see = self.lineage.see
-        for span, llm in batch:
-            ts = span.get("timestamp")
+        for _, trace_id, span_id, parent_id, kind, name, service, remote, ts, duration, error, llm in batch:
             if not ts:
                 self.skipped_spans += 1
                 continue
@@ -103,14 +152,12 @@ class Engine:
                 self.late_spans += 1
                 index = self._span_clock.next
             self.spans_processed += 1
-            local = span.get("localEndpoint")
-            service = (local.get("serviceName") if local else None) or "unknown"
-            name = span.get("name") or "unknown"
-            kind = span.get("kind")
+            service = service or "unknown"
+            name = name or "unknown"
             if kind == "SERVER" or kind == "CONSUMER":
                 node = (service, name, "server")
-            elif kind == "CLIENT" and (remote := span.get("remoteEndpoint")) and remote.get("serviceName"):
-                node = (remote["serviceName"], name, "client")
+            elif kind == "CLIENT" and remote:
+                node = (remote, name, "client")
             else:
                 node = (service, name, "local")
             window = ops.get(index)
@@ -120,22 +167,19 @@ class Engine:
             if acc is None:
                 acc = window[node] = OpWindow()
             acc.count += 1
-            duration = span.get("duration")
             if duration:
-                acc.add_duration(duration, span["id"])
+                acc.add_duration(duration, span_id)
                 if duration > acc.slowest:
                     acc.slowest = duration
-                    acc.slowest_trace = span["traceId"]
-            tags = span.get("tags")
-            if tags and ("error" in tags or tags.get("otel.status_code") == "ERROR"):
+                    acc.slowest_trace = trace_id
+            if error:
                 acc.errors += 1
                 if len(acc.error_traces) < 3:
-                    acc.error_traces.append(span["traceId"])
-            parent = span.get("parentId")
-            see(span["id"], parent, node)
+                    acc.error_traces.append(trace_id)
+            see(span_id, parent_id, node)
             if llm is not None:
-                call = LlmCall.from_span(span, service, llm)
-                self.lineage.place_llm(call, parent)
+                call = LlmCall(intern(service), intern(name), None, trace_id, *llm)
+                self.lineage.place_llm(call, parent_id)
                 self._llm.setdefault(max(ts // width, self._llm_clock.next), []).append(call)  # type: ignore[type-var]
         return changes
 

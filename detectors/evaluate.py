@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import EngineConfig
-from .engine import US, Engine
+from .engine import US, Engine, span_record
 from .synth import DAY, FAULT_TYPES, Fault, Traffic, schedule
 
 KINDS = ("latency", "error", "token_cost", "finish_reason")
@@ -91,8 +91,8 @@ def run(
             alerts[change.alert["id"]] = change.alert
         buffer.clear()
 
-    for item in Traffic(start, hours, faults, seed=seed).spans():
-        buffer.append(item)
+    for span, llm in Traffic(start, hours, faults, seed=seed).spans():
+        buffer.append(span_record(span, llm))
         spans += 1
         if len(buffer) >= batch:
             feed()
@@ -105,7 +105,7 @@ def throughput(minutes: float = 10, scale: float = 40, batch: int = 2000) -> tup
     """(spans, spans/s) for dense traffic (~1,900 spans per second of event time), where the per-span
     path rather than the per-window work sets the pace."""
     start = 1_700_000_000 // DAY * DAY
-    spans = list(Traffic(start, minutes / 60, [], scale=scale).spans())
+    spans = [span_record(span, llm) for span, llm in Traffic(start, minutes / 60, [], scale=scale).spans()]
     engine = Engine()
     began = time.perf_counter()
     for i in range(0, len(spans), batch):

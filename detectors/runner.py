@@ -28,9 +28,10 @@ from tracebox.appliance.store import Store
 from tracebox.appliance.store.rows import FLAG_ERROR
 from tracebox.appliance.workers import read_connection, worker_pool
 from tracebox.detectors import alert_store
+from tracebox.detectors.accumulators import llm_input
 from tracebox.detectors.alerts import AlertChange
 from tracebox.detectors.config import EngineConfig
-from tracebox.detectors.engine import Engine
+from tracebox.detectors.engine import Engine, SpanRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +42,13 @@ BATCH_SPANS = 2000
 IDLE_SECONDS = 0.5
 SNAPSHOT_EVERY_S = 10.0
 
-_LLM_COLUMNS = (
-    "provider",
-    "request_model",
-    "response_model",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "finish_reasons",
-    "ttft_us",
-    "conversation_id",
-    "cost_usd",
-    "cost_source",
-    "price_version",
+_READ_SPANS = (
+    "SELECT id, trace_id, span_id, parent_id, kind, name, service, remote_service, ts, duration,"
+    f" flags & {FLAG_ERROR}, NULL FROM spans WHERE id > ? ORDER BY id LIMIT ?"
 )
-_READ = (
-    "SELECT s.id, s.trace_id, s.span_id, s.parent_id, s.kind, s.name, s.service, s.remote_service, s.ts,"
-    f" s.duration, s.flags, c.user_id, c.tenant_id, {', '.join('c.' + c for c in _LLM_COLUMNS)}"
-    " FROM spans s LEFT JOIN llm_calls c ON c.span_id = s.id WHERE s.id > ? ORDER BY s.id LIMIT ?"
+_READ_CALLS = (
+    "SELECT span_id, request_model, response_model, input_tokens, cost_usd, finish_reasons, user_id,"
+    " tenant_id FROM llm_calls WHERE span_id > ? AND span_id <= ?"
 )
 
 #: The engine's tables, by version (see ``appliance.store.schema.migrate``).
@@ -76,48 +64,28 @@ class EngineUnavailable(RuntimeError):
 OnChanges = Callable[[list[AlertChange]], Awaitable[None]]
 
 
-def read_after(conn: apsw.Connection, cursor: int, limit: int) -> list[tuple[int, dict, dict | None]]:
-    """Committed spans after ``cursor`` with their LLM fields (as ``extract_llm`` gives them).
+def read_after(conn: apsw.Connection, cursor: int, limit: int) -> list[SpanRecord]:
+    """Committed spans after ``cursor``, as the engine reads them.
 
-    Each span is rebuilt from the indexed columns with just what the engine reads (ids, names,
-    kind, times, endpoints' services, the error mark, an LLM call's user and tenant), so the engine
-    never parses span JSON: ingest and the engine share two cores.
+    The rows of the store's own columns are the engine's records as they come (with the LLM call
+    filled in for the spans that have one), so the engine never parses span JSON nor builds a
+    dict per span: ingest and the engine share two cores.
     """
-    rows = []
-    for row in conn.execute(_READ, (cursor, limit)):
-        row_id, trace_id, span_id, parent, kind, name, service, remote, ts, duration, flags, user, tenant = (
-            row[:13]
-        )
-        span: dict[str, Any] = {"traceId": trace_id, "id": span_id}
-        for key, value in (
-            ("parentId", parent),
-            ("kind", kind),
-            ("name", name),
-            ("timestamp", ts),
-            ("duration", duration),
-        ):
-            if value is not None:
-                span[key] = value
-        if service:
-            span["localEndpoint"] = {"serviceName": service}
-        if remote:
-            span["remoteEndpoint"] = {"serviceName": remote}
-        tags = {"error": ""} if flags & FLAG_ERROR else {}
-        llm = row[13:]
-        fields = None
-        if llm[0] is not None or llm[1] is not None or llm[2] is not None:
-            fields = dict(zip(_LLM_COLUMNS, llm, strict=True))
-            fields["finish_reasons"] = (
-                orjson.loads(fields["finish_reasons"]) if fields["finish_reasons"] else []
-            )
-            if user:
-                tags["user.id"] = user
-            if tenant:
-                tags["tenant.id"] = tenant
-        if tags:
-            span["tags"] = tags
-        rows.append((row_id, span, fields))
-    return rows
+    records = conn.execute(_READ_SPANS, (cursor, limit)).fetchall()
+    if not records:
+        return records
+    calls = {row[0]: row[1:] for row in conn.execute(_READ_CALLS, (cursor, records[-1][0]))}
+    if calls:
+        for at, record in enumerate(records):
+            call = calls.get(record[0])
+            if call is not None:
+                request, response, tokens, cost, reasons, user, tenant = call
+                reasons = orjson.loads(reasons) if reasons else ()
+                records[at] = (
+                    *record[:-1],
+                    llm_input(request, response, tokens, cost, reasons, user, tenant),
+                )
+    return records
 
 
 class EngineRunner:
@@ -265,10 +233,10 @@ def _boot(path: str, config: EngineConfig, snapshot: bytes | None) -> str | None
 def _step(cursor: int, limit: int) -> tuple[int | None, list[AlertChange]]:
     """Read and process the spans after ``cursor``: (the last one's id or None, alert changes)."""
     assert _engine is not None, "engine process not booted"
-    rows = read_after(read_connection(_path), cursor, limit)
-    if not rows:
+    records = read_after(read_connection(_path), cursor, limit)
+    if not records:
         return None, []
-    return rows[-1][0], _engine.process([(span, llm) for _, span, llm in rows])
+    return records[-1][0], _engine.process(records)
 
 
 def _call(method: str) -> Any:

@@ -12,7 +12,7 @@ import pytest
 from tracebox.detectors import alert_store
 from tracebox.detectors.accumulators import DURATION_SAMPLE, OpWindow
 from tracebox.detectors.config import EngineConfig
-from tracebox.detectors.engine import Engine
+from tracebox.detectors.engine import Engine, span_record
 from tracebox.detectors.evaluate import run
 from tracebox.detectors.synth import DAY, Traffic, schedule
 
@@ -54,7 +54,7 @@ class Builder:
 def feed(engine: Engine, items: list, batch: int = 500) -> list:
     changes = []
     for i in range(0, len(items), batch):
-        changes += engine.process(items[i : i + batch])
+        changes += engine.process([span_record(span, llm) for span, llm in items[i : i + batch]])
     return changes
 
 

@@ -16,7 +16,7 @@ from tests.conftest import start_tracebox
 from tracebox.appliance.genai import extract_llm
 from tracebox.appliance.model import normalize_span
 from tracebox.appliance.replay import in_report_order
-from tracebox.detectors.engine import Engine
+from tracebox.detectors.engine import Engine, span_record
 from tracebox.detectors.synth import DAY, Fault, Traffic
 
 START = 1_700_000_000 // DAY * DAY
@@ -41,7 +41,7 @@ def expected_alerts(spans: list[dict]) -> dict[str, dict]:
     engine = Engine()
     alerts: dict[str, dict] = {}
     for i in range(0, len(spans), 2000):
-        for change in engine.process([(s, extract_llm(s)) for s in spans[i : i + 2000]]):
+        for change in engine.process([span_record(s, extract_llm(s)) for s in spans[i : i + 2000]]):
             alerts[change.alert["id"]] = change.alert
     return alerts
 
