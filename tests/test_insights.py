@@ -571,9 +571,11 @@ def test_the_rollup_budget_is_a_token_bucket_of_ten_seconds():
 
 def test_settling_traces_come_out_in_arrival_order_with_their_restart_point():
     settling = Settling()
-    newest = settling.see([(1, 10, 500), (2, 20, 400), (3, 10, 300)], now=0.0)  # 10 again: now the newest
+    # rows (1, trace 10, ts 500), (2, trace 20, ts 400), (3, trace 10, ts 300), grouped by trace in
+    # the order of their last rows: 10 came again, so it is the newest
+    newest = settling.see([(20, 2, 2, 1, 400, 400), (10, 1, 3, 2, 300, 500)], now=0.0)
     assert newest == 500
-    settling.see([(4, 30, None)], now=2.0)
+    settling.see([(30, 4, 4, 1, None, None)], now=2.0)
     assert settling.settled(4.9, 5.0, 10) == []
     assert settling.settled(5.0, 5.0, 10) == [20, 10]  # quiet for 5 s, least recently seen first
     assert settling.settled(5.0, 5.0, 1) == [20, 10]  # and beyond the cap, the next oldest
@@ -582,7 +584,7 @@ def test_settling_traces_come_out_in_arrival_order_with_their_restart_point():
     assert (settling.first_row_id(), settling.earliest_start()) == (1, 300)
     settling.remove([10])
     assert (settling.first_row_id(), settling.earliest_start()) == (2, 400)
-    settling.see([(5, 20, 100)], now=3.0)
+    settling.see([(20, 5, 5, 1, 100, 100)], now=3.0)
     assert settling.earliest_start() == 100
     settling.remove([20])
     assert (settling.first_row_id(), settling.earliest_start(), len(settling)) == (4, None, 1)

@@ -351,11 +351,11 @@ class InsightRollup:
     def _follow(self, conn: apsw.Connection, now: float) -> tuple[int, list[int]]:
         """In a reader thread, off the event loop: file the rows committed since the last step;
         return how many there were and the traces that settled."""
-        rows = _read_after(conn, self.read_cursor, BATCH_ROWS)
-        if rows:
-            self.read_cursor = rows[-1][0]
-        self.state.max_ts = max(self.state.max_ts, self.pending.see(rows, now))
-        return len(rows), self.pending.settled(now, SETTLE_S, MAX_PENDING)
+        groups = _read_after(conn, self.read_cursor, BATCH_ROWS)
+        if groups:
+            self.read_cursor = groups[-1][2]
+        self.state.max_ts = max(self.state.max_ts, self.pending.see(groups, now))
+        return len(groups), self.pending.settled(now, SETTLE_S, MAX_PENDING)
 
     def _share(self, now: float, spans: int) -> float:
         """The share of ``spans`` (settled just now) that the budget lets through."""
@@ -429,9 +429,14 @@ class InsightRollup:
         }
 
 
-def _read_after(conn: apsw.Connection, cursor: int, limit: int) -> list[tuple[int, int, int | None]]:
+def _read_after(conn: apsw.Connection, cursor: int, limit: int) -> list[tuple]:
+    """The next ``limit`` rows after ``cursor`` by trace, as ``Settling.see`` takes them: a trace has
+    ~20 spans, so grouping them in SQL spares the server's interpreter most of a loop per span."""
     return conn.execute(
-        "SELECT id, trace_low, ts FROM spans WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+        "SELECT trace_low, min(id), max(id), count(*), min(ts), max(ts)"
+        " FROM (SELECT id, trace_low, ts FROM spans WHERE id > ? ORDER BY id LIMIT ?)"
+        " GROUP BY trace_low ORDER BY max(id)",
+        (cursor, limit),
     ).fetchall()
 
 

@@ -24,25 +24,27 @@ class Settling:
     def __len__(self) -> int:
         return len(self.traces)
 
-    def see(self, rows: Iterable[tuple[int, int, int | None]], now: float) -> int:
-        """File committed rows (id, trace low, ts) that arrived ``now``; return their newest ts (0: none)."""
+    def see(self, groups: Iterable[tuple[int, int, int, int, int | None, int | None]], now: float) -> int:
+        """File the traces of rows committed since the last call, arrived ``now``: one group per
+        trace, in the order of their last rows, as (trace low, first row id, last row id, spans,
+        earliest ts, newest ts); return the newest ts (0: none)."""
         traces = self.traces
         newest = 0
-        for row_id, low, ts in rows:
-            if ts and ts > newest:
-                newest = ts
+        for low, first_id, _, spans, earliest, latest in groups:
+            if latest and latest > newest:
+                newest = latest
             entry = traces.pop(low, None)
             if entry is None:
-                entry = [row_id, now, ts or 0, 1]
-                heapq.heappush(self._first_ids, (row_id, low))
-                if ts:
-                    heapq.heappush(self._starts, (ts, low))
+                entry = [first_id, now, earliest or 0, spans]
+                heapq.heappush(self._first_ids, (first_id, low))
+                if earliest:
+                    heapq.heappush(self._starts, (earliest, low))
             else:
                 entry[1] = now
-                entry[3] += 1
-                if ts and (not entry[2] or ts < entry[2]):
-                    entry[2] = ts
-                    heapq.heappush(self._starts, (ts, low))
+                entry[3] += spans
+                if earliest and (not entry[2] or earliest < entry[2]):
+                    entry[2] = earliest
+                    heapq.heappush(self._starts, (earliest, low))
             traces[low] = entry  # to the back: the newest arrival
         return newest
 
