@@ -48,23 +48,32 @@ class Lineage:
         self._nodes: dict[Node, Node] = {}  # one tuple per operation, shared by its spans' entries
 
     def see(self, span_id: str, parent_id: str | None, node: Node) -> None:
-        node = self._nodes.setdefault(node, node)
-        if len(self._nodes) > _MAX_NODES:  # span names with ids in them: stop sharing, stay bounded
-            self._nodes.clear()
+        nodes = self._nodes
+        shared = nodes.get(node)
+        if shared is None:
+            if len(nodes) >= _MAX_NODES:  # span names with ids in them: stop sharing, stay bounded
+                nodes.clear()
+            shared = nodes[node] = node
+        node = shared
         own = int(span_id, 16)
-        parent_key = int(parent_id, 16) if parent_id else 0
-        self.recent.put(own, (node, parent_key))
-        if parent_key:
-            parent = self.recent.get(parent_key)
+        recent = self.recent
+        if parent_id:
+            parent_key = int(parent_id, 16)
+            recent.put(own, (node, parent_key))
+            parent = recent.get(parent_key)
             if parent is None:
                 self.waiting.put(parent_key, node)
             elif parent[0] != node:
                 self._link(parent[0], node)
+        else:
+            parent_key = 0
+            recent.put(own, (node, 0))
         child = self.waiting.pop(own)
         if child is not None and child != node:
             self._link(node, child)
-        if self.llm_waiting.new or self.llm_waiting.old:
-            records = self.llm_waiting.pop(own)
+        llm_waiting = self.llm_waiting
+        if llm_waiting.new or llm_waiting.old:
+            records = llm_waiting.pop(own)
             if records:
                 for record in records:
                     self._climb(record, node, parent_key)
