@@ -5,7 +5,8 @@ of the body and the settings, and it is most of ingest's Python work. Run in the
 process it competes for the GIL with the event loop and the writer; run in worker processes
 (``--ingest-processes``, one by default on a machine with two cores or more) it uses another core,
 and the server only moves bytes in and rows out (``Prepared.to_wire``: ~1 µs per span to write in
-the worker and as much to read in the server; decoding and row building ~12-23 µs).
+the worker and as much to read in the server's writer thread; decoding and row building ~12-23
+µs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from tracebox.appliance.codecs import otlp
 from tracebox.appliance.codecs.zipkin_json import decode_v2
@@ -28,7 +29,7 @@ from tracebox.appliance.llm_rows import llm_row_builder
 from tracebox.appliance.model import Span
 from tracebox.appliance.redaction import Redactor
 from tracebox.appliance.sampling import CollectorSampler
-from tracebox.appliance.store.rows import Batch, build_batch
+from tracebox.appliance.store.rows import Batch, WireBatch, build_batch
 from tracebox.appliance.workers import worker_pool
 
 log = logging.getLogger(__name__)
@@ -52,26 +53,31 @@ DECODERS: dict[str, Callable[[bytes], otlp.OtlpBatch]] = {
 class Prepared:
     """One request's outcome: rows to write, and what was received, sampled out and refused."""
 
-    batch: Batch
+    batch: Batch | WireBatch
     received: int = 0
     sampled_out: int = 0
     rejected: int = 0  # OTLP spans refused one by one (partial success)
     error_message: str = ""
 
     def to_wire(self) -> bytes:
-        """This outcome as worker processes send it: the rows are builtins only (tuples, lists,
-        dicts, str, bytes, int, float, None), which ``marshal`` writes about a third faster than
-        pickle (no memo, no classes)."""
-        batch = tuple(getattr(self.batch, name) for name in _BATCH_FIELDS)
-        return marshal.dumps((batch, self.received, self.sampled_out, self.rejected, self.error_message))
+        """This outcome as worker processes send it; its rows stay packed until the writer reads
+        them (``WireBatch``)."""
+        batch = self.batch
+        return marshal.dumps(
+            (
+                batch.read().to_wire(),
+                len(batch),
+                self.received,
+                self.sampled_out,
+                self.rejected,
+                self.error_message,
+            )
+        )
 
     @classmethod
     def from_wire(cls, data: bytes) -> Prepared:
-        batch, *counts = marshal.loads(data)
-        return cls(Batch(*batch), *counts)
-
-
-_BATCH_FIELDS = tuple(f.name for f in fields(Batch))
+        rows, spans, *counts = marshal.loads(data)
+        return cls(WireBatch(rows, spans), *counts)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import start_tracebox, wait_until
 from tracebox.appliance import demo
 from tracebox.appliance.prepare import Prepared, Preparer, PrepareSettings
+from tracebox.appliance.store.rows import WireBatch
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -74,13 +75,25 @@ def test_inline_and_worker_pipelines_store_the_same(tmp_path, processes):
 
 def test_a_prepared_request_crosses_processes_unchanged():
     """What a worker sends back (``Prepared.to_wire``) reads back equal, for every wire format: rows,
-    posting lists, LLM rows with their costs, OTLP resources and scopes, and the names."""
+    posting lists, LLM rows with their costs, OTLP resources and scopes, and the names; the rows are
+    read only when the writer asks (``WireBatch.read``), and the counts the server answers with at once."""
     preparer = Preparer(PrepareSettings(autocomplete_keys=frozenset({"http.method"})))
     spans = [s for trace in demo.generate_traces(12, seed=5) for s in trace]
     for fmt, wire in demo.FORMATS.items():
         prepared = preparer(fmt, wire.encode(spans))
         assert any(prepared.batch.llm) and prepared.batch.tags and prepared.batch.autocomplete
-        assert Prepared.from_wire(prepared.to_wire()) == prepared, fmt
+        received = Prepared.from_wire(prepared.to_wire())
+        assert isinstance(received.batch, WireBatch) and len(received.batch) == len(prepared.batch), fmt
+        assert received.batch.read() == prepared.batch, fmt
+        assert received.received == len(spans) and not received.rejected, fmt
+    outcome = Prepared(prepared.batch, received=7, sampled_out=3, rejected=2, error_message="2 spans refused")
+    received = Prepared.from_wire(outcome.to_wire())
+    assert (received.received, received.sampled_out, received.rejected, received.error_message) == (
+        7,
+        3,
+        2,
+        "2 spans refused",
+    )
 
 
 def test_a_killed_ingest_worker_is_replaced(tmp_path):

@@ -23,7 +23,7 @@ from tracebox.appliance.model import Span
 from tracebox.appliance.store import blobs
 from tracebox.appliance.store.checkpoint import WRITER_BACKSTOP_PAGES, Checkpointer
 from tracebox.appliance.store.consumer import SpanConsumer
-from tracebox.appliance.store.rows import Batch, build_batch
+from tracebox.appliance.store.rows import Batch, WireBatch, build_batch
 from tracebox.appliance.store.schema import migrate
 from tracebox.appliance.store.writer import Writer
 
@@ -112,11 +112,11 @@ class Store:
         """Store spans; returns once they are committed. Raises Overloaded / StoreUnavailable."""
         return await self.write_batch(self.prepare(spans))
 
-    async def write_batch(self, batch: Batch) -> int:
+    async def write_batch(self, batch: Batch | WireBatch) -> int:
         """Store prepared rows (``rows.build_batch``); returns the id of the last span once committed."""
         if not batch:
             return self.consumer.last_id
-        return await self.write(lambda conn: self.consumer(conn, batch), weight=len(batch))
+        return await self.write(lambda conn: self.consumer(conn, batch.read()), weight=len(batch))
 
     async def write(self, job: Callable[[apsw.Connection], T], weight: int = 0) -> T:
         """Run ``job`` in the writer thread inside the next group commit; wait for the commit."""
