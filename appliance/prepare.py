@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import marshal
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -59,25 +58,21 @@ class Prepared:
     rejected: int = 0  # OTLP spans refused one by one (partial success)
     error_message: str = ""
 
-    def to_wire(self) -> bytes:
-        """This outcome as worker processes send it; its rows stay packed until the writer reads
-        them (``WireBatch``)."""
+    def to_wire(self) -> Wire:
+        """This outcome as worker processes send it: the counts, and the rows packed until the writer
+        reads them (``WireBatch``); the pool pickles the tuple, copying the rows once."""
         batch = self.batch
-        return marshal.dumps(
-            (
-                batch.read().to_wire(),
-                len(batch),
-                self.received,
-                self.sampled_out,
-                self.rejected,
-                self.error_message,
-            )
-        )
+        counts = (self.received, self.sampled_out, self.rejected, self.error_message)
+        return batch.read().to_wire(), len(batch), *counts
 
     @classmethod
-    def from_wire(cls, data: bytes) -> Prepared:
-        rows, spans, *counts = marshal.loads(data)
+    def from_wire(cls, wire: Wire) -> Prepared:
+        rows, spans, *counts = wire
         return cls(WireBatch(rows, spans), *counts)
+
+
+#: What ``Prepared.to_wire`` gives: (packed rows, spans, received, sampled out, rejected, message).
+Wire = tuple[bytes, int, int, int, int, str]
 
 
 @dataclass(frozen=True)
@@ -131,7 +126,7 @@ def _start_worker(settings: PrepareSettings) -> None:
     _worker = Preparer(settings)
 
 
-def _prepare_in_worker(wire: str, body: bytes) -> bytes:
+def _prepare_in_worker(wire: str, body: bytes) -> Wire:
     assert _worker is not None, "worker started without its settings"
     return _worker(wire, body).to_wire()
 
