@@ -46,11 +46,15 @@ def llm_row_builder(
             llm["cost_usd"],
             llm["cost_source"],
             llm["price_version"],
-            _first(tags, USER_KEYS),
-            _first(tags, TENANT_KEYS),
+            *caller(tags),
         )
 
     return llm_row
+
+
+def caller(tags: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The user and the tenant an LLM call was made for, by the first of the tags that name them."""
+    return _first(tags, USER_KEYS), _first(tags, TENANT_KEYS)
 
 
 def _first(tags: Mapping[str, str], keys: tuple[str, ...]) -> str | None:

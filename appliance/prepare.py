@@ -5,8 +5,7 @@ of the body and the settings, and it is most of ingest's Python work. Run in the
 process it competes for the GIL with the event loop and the writer; run in worker processes
 (``--ingest-processes``, one by default on a machine with two cores or more) it uses another core,
 and the server only moves bytes in and rows out (``Prepared.to_wire``: ~1 µs per span to write in
-the worker and as much to read in the server's writer thread; decoding and row building ~12-23
-µs).
+the worker and as much to read in the writer thread; decoding and row building ~12-23 µs).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import zlib
 from sys import intern
 from typing import Any
 
+from tracebox.appliance.llm_rows import caller
+
 from .accumulators import LlmCall, LlmInput, OpWindow, llm_input
 from .alerts import AlertChange, AlertManager
 from .blame import blame_dependencies
@@ -78,8 +80,7 @@ def span_record(span: Span, llm: dict[str, Any] | None) -> SpanRecord:
             llm.get("input_tokens"),
             llm.get("cost_usd"),
             llm.get("finish_reasons") or (),
-            tags.get("user.id"),
-            tags.get("tenant.id"),
+            *caller(tags),
         ),
     )
 

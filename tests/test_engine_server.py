@@ -13,10 +13,13 @@ import pytest
 import requests
 
 from tests.conftest import start_tracebox
+from tracebox.appliance import demo
 from tracebox.appliance.genai import extract_llm
 from tracebox.appliance.model import normalize_span
 from tracebox.appliance.replay import in_report_order
+from tracebox.appliance.store import connect
 from tracebox.detectors.engine import Engine, span_record
+from tracebox.detectors.runner import read_after
 from tracebox.detectors.synth import DAY, Fault, Traffic
 
 START = 1_700_000_000 // DAY * DAY
@@ -92,6 +95,28 @@ def expected(spans) -> dict[str, dict]:
     kinds = {(a["kind"], a["service"]) for a in found.values()}
     assert ("error", "payments") in kinds and ("finish_reason", "chat") in kinds, kinds
     return found
+
+
+def test_the_engine_reads_stored_spans_as_the_spans_posted(tmp_path):
+    """The runner's records of committed spans (the store's columns, the LLM call from its row) are
+    ``span_record`` of the spans as posted, with ``extract_llm``'s answer: one engine, fed alike
+    from the store and in process."""
+    spans = [normalize_span(span) for trace in demo.generate_traces(40, seed=3) for span in trace]
+    llm_spans = [span for span in spans if extract_llm(span)]
+    for n, span in enumerate(llm_spans[::2]):  # callers on some calls, as gateways tag them
+        span["tags"] |= {"user.id": f"u{n % 3}", "tenant.id": "acme"} if n % 2 else {"enduser.id": "u9"}
+    server = start_tracebox(tmp_path / "t.db", "--no-engine")
+    try:
+        post(server, spans)
+    finally:
+        server.stop()
+    records = read_after(connect(tmp_path / "t.db", readonly=True), 0, 10 * len(spans))
+    expected = [span_record(span, extract_llm(span)) for span in spans]
+    assert [record[1:] for record in records] == [record[1:] for record in expected]
+    calls = [record[-1] for record in records if record[-1] is not None]
+    assert len(calls) == len(llm_spans)
+    assert {call[4] for call in calls} >= {("user.id=u1", "tenant.id=acme"), ()}  # with their callers
+    assert any(record[10] for record in records)  # and errors marked
 
 
 def test_server_raises_the_alerts_the_engine_computes(tmp_path, spans, expected):
