@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import orjson
 
 from tracebox.appliance.genai import extract_llm
-from tracebox.appliance.model import Span
+from tracebox.appliance.model import Span, local_service
 from tracebox.appliance.pricing import Pricer
 
 USER_KEYS = ("user.id", "enduser.id", "langfuse.user.id", "gen_ai.user.id")
@@ -25,12 +25,11 @@ def llm_row_builder(
         if llm is None:
             return None
         tags = span.get("tags", {})
-        local = span.get("localEndpoint")
         return (
             span["traceId"],
             span.get("timestamp"),
             span.get("duration"),
-            local.get("serviceName") if local else None,
+            local_service(span),
             span.get("name"),
             llm["provider"],
             llm["request_model"],

@@ -15,6 +15,7 @@ from sys import intern
 from typing import Any
 
 from tracebox.appliance.llm_rows import caller
+from tracebox.appliance.model import local_service, remote_service
 
 from .accumulators import LlmCall, LlmInput, OpWindow, llm_input
 from .alerts import AlertChange, AlertManager
@@ -57,8 +58,6 @@ SpanRecord = tuple[
 
 def span_record(span: Span, llm: dict[str, Any] | None) -> SpanRecord:
     """A Zipkin v2 span (with ``extract_llm``'s answer for it) as the engine reads it."""
-    local = span.get("localEndpoint")
-    remote = span.get("remoteEndpoint")
     tags = span.get("tags") or {}
     return (
         0,
@@ -67,8 +66,8 @@ def span_record(span: Span, llm: dict[str, Any] | None) -> SpanRecord:
         span.get("parentId"),
         span.get("kind"),
         span.get("name"),
-        local.get("serviceName") if local else None,
-        remote.get("serviceName") if remote else None,
+        local_service(span),
+        remote_service(span),
         span.get("timestamp"),
         span.get("duration"),
         "error" in tags or tags.get("otel.status_code") == "ERROR",

@@ -10,7 +10,7 @@ from operator import itemgetter
 
 import orjson
 
-from tracebox.appliance.model import Span, local_service
+from tracebox.appliance.model import Span, local_service, remote_service
 from tracebox.appliance.store import postings
 from tracebox.appliance.store.otel_parts import Deduper, stored_form
 
@@ -169,8 +169,7 @@ def build_batch(
         if low is None:
             low = lows[trace_id] = trace_low(trace_id)
         service = local_service(span)
-        remote = span.get("remoteEndpoint")
-        remote_service = remote.get("serviceName") if remote else None
+        remote = remote_service(span)
         name = span.get("name")
         ts = span.get("timestamp")
         tags = span.get("tags")
@@ -188,7 +187,7 @@ def build_batch(
                 span.get("kind"),
                 name,
                 service,
-                remote_service,
+                remote,
                 ts,
                 span.get("duration"),
                 flags,
@@ -200,7 +199,7 @@ def build_batch(
             continue
         index = len(batch.spans) - 1
         if service:
-            _seen_at(names_seen, (service, name, remote_service), ts)
+            _seen_at(names_seen, (service, name, remote), ts)
         scope = (index >> postings.CHUNK_BITS, service)
         terms = postings_by_scope.get(scope)
         if terms is None:
