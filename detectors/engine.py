@@ -70,7 +70,7 @@ def span_record(span: Span, llm: dict[str, Any] | None) -> SpanRecord:
         remote_service(span),
         span.get("timestamp"),
         span.get("duration"),
-        "error" in tags or tags.get("otel.status_code") == "ERROR",
+        "error" in tags,  # as the store marks an error (rows.FLAG_ERROR); OTLP's status sets it too
         None
         if llm is None
         else llm_input(

@@ -105,6 +105,8 @@ def test_the_engine_reads_stored_spans_as_the_spans_posted(tmp_path):
     llm_spans = [span for span in spans if extract_llm(span)]
     for n, span in enumerate(llm_spans[::2]):  # callers on some calls, as gateways tag them
         span["tags"] |= {"user.id": f"u{n % 3}", "tenant.id": "acme"} if n % 2 else {"enduser.id": "u9"}
+    quiet = next(span for span in spans if "error" not in span.get("tags", {}))
+    quiet.setdefault("tags", {})["otel.status_code"] = "ERROR"  # a status without an error tag: no error
     server = start_tracebox(tmp_path / "t.db", "--no-engine")
     try:
         post(server, spans)
