@@ -4,6 +4,7 @@ gone when the server is."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -82,12 +83,12 @@ def test_a_prepared_request_crosses_processes_unchanged():
     for fmt, wire in demo.FORMATS.items():
         prepared = preparer(fmt, wire.encode(spans))
         assert any(prepared.batch.llm) and prepared.batch.tags and prepared.batch.autocomplete
-        received = Prepared.from_wire(prepared.to_wire())
+        received = Prepared.from_wire(pickle.loads(pickle.dumps(prepared.to_wire())))  # as the pool sends it
         assert isinstance(received.batch, WireBatch) and len(received.batch) == len(prepared.batch), fmt
         assert received.batch.read() == prepared.batch, fmt
         assert received.received == len(spans) and not received.rejected, fmt
     outcome = Prepared(prepared.batch, received=7, sampled_out=3, rejected=2, error_message="2 spans refused")
-    received = Prepared.from_wire(outcome.to_wire())
+    received = Prepared.from_wire(pickle.loads(pickle.dumps(outcome.to_wire())))
     assert (received.received, received.sampled_out, received.rejected, received.error_message) == (
         7,
         3,
